@@ -1,0 +1,330 @@
+//! One actor's thread: it owns the actor's connection and runs its
+//! operations one at a time, in arrival order.
+//!
+//! Operations that arrive together form a batch that shares one
+//! transaction, each op inside its own savepoint (so one failure undoes
+//! only that op). `durable` and `memory` actors commit at the end of every
+//! batch and only then answer: concurrent writers share one fsync (group
+//! commit). `buffered` actors answer at once and keep the transaction open
+//! until `flush_interval_ms` or `flush_max_ops` is reached.
+//!
+//! SQLite may roll back a whole transaction by itself (an interrupted
+//! write, a full disk). The ops applied in it are kept until commit and
+//! replayed into a fresh transaction, so no other op is lost with it.
+
+use super::ops::{Op, OpOutput};
+use super::{Done, Inner};
+use crate::actor_id::ActorId;
+use crate::config::Durability;
+use crate::error::EngineError;
+use crate::store::{ActorDb, Location};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where an op's result goes; called exactly once.
+pub type Reply = Box<dyn FnOnce(Result<OpOutput, EngineError>) + Send>;
+
+/// Most ops taken from the queue into one batch.
+const MAX_BATCH: usize = 512;
+
+pub(crate) struct Msg {
+    pub op: Op,
+    pub create_as: Option<Durability>,
+    pub reply: Reply,
+}
+
+/// An op applied in the open transaction and not yet committed.
+struct Pending {
+    op: Op,
+    /// `None` once answered (buffered writes, kept only for replay).
+    reply: Option<Reply>,
+    result: Result<OpOutput, EngineError>,
+}
+
+pub(crate) struct Actor {
+    id: ActorId,
+    file: PathBuf,
+    inner: Arc<Inner>,
+    db: Option<ActorDb>,
+    pending: Vec<Pending>,
+    unflushed_since: Option<Instant>,
+    pinned: Arc<AtomicBool>,
+}
+
+impl Actor {
+    pub fn new(id: ActorId, inner: Arc<Inner>, pinned: Arc<AtomicBool>) -> Self {
+        let file = inner.actor_file(&id);
+        Actor {
+            id,
+            file,
+            inner,
+            db: None,
+            pending: Vec::new(),
+            unflushed_since: None,
+            pinned,
+        }
+    }
+
+    /// The thread body. `predecessor` is the previous thread of this actor,
+    /// still closing; two connections must never write one file at once.
+    pub fn run(mut self, rx: Receiver<Msg>, predecessor: Option<Arc<Done>>) {
+        if let Some(previous) = predecessor {
+            previous.wait();
+        }
+        loop {
+            let first = match self.flush_deadline() {
+                Some(deadline) => match rx.recv_deadline(deadline) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.flush();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = Vec::with_capacity(rx.len().min(MAX_BATCH) + 1);
+            batch.push(first);
+            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+            for msg in batch {
+                self.handle(msg);
+            }
+            self.end_batch();
+        }
+        self.close();
+    }
+
+    fn durability(&self) -> Durability {
+        self.db.as_ref().map_or(self.inner.config.durability, ActorDb::durability)
+    }
+
+    fn flush_deadline(&self) -> Option<Instant> {
+        self.unflushed_since.map(|t| t + self.inner.config.flush_interval())
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let Msg { op, create_as, reply } = msg;
+        if matches!(op, Op::Destroy) {
+            self.settle();
+            reply(self.destroy());
+            return;
+        }
+        if self.db.is_none() {
+            match self.open(op.writes().then(|| create_as.unwrap_or(self.inner.config.durability))) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let absent = op.answer_when_absent();
+                    reply(absent.ok_or_else(|| EngineError::Internal("missing actor for a write".into())));
+                    return;
+                }
+                Err(err) => {
+                    reply(Err(err));
+                    return;
+                }
+            }
+        }
+        let result = self.apply(&op);
+        let Some(db) = self.db.as_mut() else {
+            reply(Err(EngineError::Internal("actor closed during an op".into())));
+            return;
+        };
+        if !db.in_transaction() && !self.pending.is_empty() {
+            // SQLite dropped the whole transaction: re-apply the ops in it.
+            self.replay();
+        }
+        match (self.durability(), result) {
+            (_, Err(err)) => reply(Err(err)),
+            (Durability::Buffered, Ok(output)) => {
+                let answered = Ok(output.clone());
+                reply(Ok(output));
+                if op.writes() {
+                    self.pending.push(Pending { op, reply: None, result: answered });
+                    self.unflushed_since.get_or_insert_with(Instant::now);
+                }
+            }
+            (_, Ok(output)) => self.pending.push(Pending {
+                op,
+                reply: Some(reply),
+                result: Ok(output),
+            }),
+        }
+    }
+
+    /// Opens (or, given a durability, creates) the database. `Ok(false)`:
+    /// the actor has no stored state and none was asked for.
+    fn open(&mut self, create: Option<Durability>) -> Result<bool, EngineError> {
+        let exists = self.file.exists();
+        let location = match (exists, create) {
+            (true, _) => Location::File(self.file.clone()),
+            (false, None) => return Ok(false),
+            (false, Some(Durability::Memory)) => Location::Memory,
+            (false, Some(mode)) => {
+                self.inner.catalog.register(self.id.as_str(), mode)?;
+                Location::File(self.file.clone())
+            }
+        };
+        let limits = &self.inner.config.limits;
+        let watchdog = &self.inner.watchdog;
+        let db = ActorDb::open(&location, self.id.as_str(), create, limits, |conn| watchdog.slot(conn))?;
+        self.pinned
+            .store(matches!(location, Location::Memory), Ordering::Release);
+        self.db = db;
+        Ok(self.db.is_some())
+    }
+
+    /// Applies one op in the shared transaction, inside its own savepoint.
+    fn apply(&mut self, op: &Op) -> Result<OpOutput, EngineError> {
+        let db = self
+            .db
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("actor is not open".into()))?;
+        if !db.in_transaction() {
+            db.begin()?;
+        }
+        if !op.writes() {
+            return op.apply(db);
+        }
+        db.savepoint()?;
+        let result = op.apply(db).and_then(|output| db.release().map(|()| output));
+        if result.is_err() {
+            db.rollback_op();
+        }
+        result
+    }
+
+    /// Re-applies the uncommitted ops after SQLite rolled back on its own.
+    fn replay(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let mut lost = 0usize;
+        for mut entry in pending {
+            let result = self.apply(&entry.op);
+            match (&entry.reply, result) {
+                (Some(_), result) => entry.result = result,
+                (None, Err(err)) => {
+                    lost += 1;
+                    tracing::error!(actor = %self.id, error = %err, "replaying an acknowledged buffered write failed");
+                }
+                (None, Ok(_)) => {}
+            }
+            if entry.result.is_ok() {
+                self.pending.push(entry);
+            } else if let Some(reply) = entry.reply.take() {
+                reply(entry.result);
+            }
+        }
+        if lost > 0 {
+            tracing::error!(actor = %self.id, lost, "acknowledged buffered writes could not be replayed");
+        }
+    }
+
+    /// Ends a batch: commit and answer (durable, memory) or flush if due (buffered).
+    fn end_batch(&mut self) {
+        match self.durability() {
+            Durability::Buffered => {
+                let due = self.pending.len() >= self.inner.config.flush_max_ops
+                    || self.flush_deadline().is_some_and(|d| d <= Instant::now())
+                    || self.pending.is_empty();
+                if due {
+                    self.flush();
+                }
+            }
+            Durability::Durable | Durability::Memory => self.commit_and_answer(),
+        }
+    }
+
+    fn commit_and_answer(&mut self) {
+        let Some(db) = self.db.as_mut() else { return };
+        let committed = if db.in_transaction() { db.commit() } else { Ok(()) };
+        if let Err(err) = &committed {
+            db.rollback();
+            tracing::warn!(actor = %self.id, error = %err, "commit failed; the batch is not acknowledged");
+        }
+        for entry in self.pending.drain(..) {
+            if let Some(reply) = entry.reply {
+                reply(match &committed {
+                    Ok(()) => entry.result,
+                    Err(err) => Err(clone_error(err)),
+                });
+            }
+        }
+    }
+
+    /// Buffered mode: commit the open transaction (one fsync).
+    fn flush(&mut self) {
+        let Some(db) = self.db.as_mut() else {
+            self.unflushed_since = None;
+            return;
+        };
+        if !db.in_transaction() {
+            self.pending.clear();
+            self.unflushed_since = None;
+            return;
+        }
+        match db.commit() {
+            Ok(()) => {
+                self.pending.clear();
+                self.unflushed_since = None;
+            }
+            Err(err) => {
+                tracing::error!(actor = %self.id, error = %err, writes = self.pending.len(), "buffered flush failed; retrying on the next interval");
+                if !db.in_transaction() {
+                    self.replay();
+                }
+                self.unflushed_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Commits whatever is open, whatever the mode (before destroy and close).
+    fn settle(&mut self) {
+        match self.durability() {
+            Durability::Buffered => self.flush(),
+            _ => self.commit_and_answer(),
+        }
+    }
+
+    fn destroy(&mut self) -> Result<OpOutput, EngineError> {
+        let existed = self.db.is_some() || self.file.exists();
+        if let Some(db) = self.db.take() {
+            db.close();
+        }
+        self.pinned.store(false, Ordering::Release);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.file.clone().into_os_string();
+            path.push(suffix);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.inner.catalog.unregister(self.id.as_str())?;
+        Ok(OpOutput::Existed(existed))
+    }
+
+    fn close(mut self) {
+        self.settle();
+        if self.durability() == Durability::Buffered && !self.pending.is_empty() {
+            tracing::error!(actor = %self.id, writes = self.pending.len(), "closing with unflushed buffered writes");
+        }
+        if let Some(db) = self.db.take() {
+            db.close();
+        }
+    }
+}
+
+/// Errors are answered to every op of a failed batch.
+fn clone_error(err: &EngineError) -> EngineError {
+    match err {
+        EngineError::InsufficientStorage(m) => EngineError::InsufficientStorage(m.clone()),
+        EngineError::Io(m) => EngineError::Io(m.clone()),
+        EngineError::TooLarge(m) => EngineError::TooLarge(m.clone()),
+        other => EngineError::Internal(format!("commit failed: {other}")),
+    }
+}

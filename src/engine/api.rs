@@ -1,0 +1,85 @@
+//! The typed engine API that HTTP handlers and the C ABI call: one function
+//! per behaviour, each a thin wrapper that builds an [`Op`] and unpacks its
+//! output. From a non-async thread, drive them with `futures::executor::block_on`.
+
+use super::ops::{Op, OpOutput};
+use super::Engine;
+use crate::actor_id::ActorId;
+use crate::config::Durability;
+use crate::error::EngineError;
+use crate::store::kv::{KvEntry, ListPage, ListQuery, Precondition};
+use crate::store::sql::{SqlRequest, SqlResponse};
+
+fn unexpected(output: OpOutput) -> EngineError {
+    EngineError::Internal(format!("unexpected engine output {output:?}"))
+}
+
+impl Engine {
+    pub async fn sql(&self, id: &ActorId, request: SqlRequest, create_as: Option<Durability>) -> Result<SqlResponse, EngineError> {
+        match self.call(id, Op::Sql(request), create_as).await? {
+            OpOutput::Sql(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn kv_get(&self, id: &ActorId, key: String) -> Result<Option<KvEntry>, EngineError> {
+        match self.call(id, Op::KvGet { key }, None).await? {
+            OpOutput::Entry(entry) => Ok(entry),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores a value; returns its new version.
+    pub async fn kv_put(
+        &self,
+        id: &ActorId,
+        key: String,
+        value: Vec<u8>,
+        precondition: Precondition,
+        create_as: Option<Durability>,
+    ) -> Result<i64, EngineError> {
+        match self.call(id, Op::KvPut { key, value, precondition }, create_as).await? {
+            OpOutput::Version(version) => Ok(version),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes a key; returns whether it existed.
+    pub async fn kv_delete(&self, id: &ActorId, key: String, precondition: Precondition) -> Result<bool, EngineError> {
+        match self.call(id, Op::KvDelete { key, precondition }, None).await? {
+            OpOutput::Existed(existed) => Ok(existed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn kv_list(&self, id: &ActorId, query: ListQuery) -> Result<ListPage, EngineError> {
+        match self.call(id, Op::KvList(query), None).await? {
+            OpOutput::Page(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Adds `by` to a counter; returns the new value.
+    pub async fn counter_add(&self, id: &ActorId, name: String, by: i64, create_as: Option<Durability>) -> Result<i64, EngineError> {
+        match self.call(id, Op::CounterAdd { name, by }, create_as).await? {
+            OpOutput::Counter(value) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A counter's value (0 if never set).
+    pub async fn counter_get(&self, id: &ActorId, name: String) -> Result<i64, EngineError> {
+        match self.call(id, Op::CounterGet { name }, None).await? {
+            OpOutput::Counter(value) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes the actor and its data; returns whether it existed.
+    pub async fn destroy(&self, id: &ActorId) -> Result<bool, EngineError> {
+        match self.call(id, Op::Destroy, None).await? {
+            OpOutput::Existed(existed) => Ok(existed),
+            other => Err(unexpected(other)),
+        }
+    }
+}

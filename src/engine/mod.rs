@@ -1,0 +1,377 @@
+//! The actor engine: routes each operation to its actor's thread, keeps a
+//! bounded set of actors open (least recently used and idle ones are
+//! closed), and shuts down by flushing every actor. It knows nothing of
+//! HTTP or C; both fronts call the typed API in `api`.
+
+mod actor;
+pub mod api;
+pub mod ops;
+pub mod watchdog;
+
+use crate::actor_id::ActorId;
+use crate::config::{Durability, EngineConfig};
+use crate::error::EngineError;
+use crate::store::catalog::Catalog;
+use actor::{Actor, Msg};
+pub use actor::Reply;
+use crossbeam_channel::Sender;
+use ops::{Op, OpOutput};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use watchdog::Watchdog;
+
+/// Stack for actor threads: SQLite keeps its work on the heap.
+const ACTOR_STACK_BYTES: usize = 1 << 20;
+
+/// The embeddable engine. Cheap to share behind an `Arc`; safe to use from
+/// many threads. Dropping it shuts it down.
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: EngineConfig,
+    pub catalog: Catalog,
+    pub watchdog: Watchdog,
+    registry: Mutex<Registry>,
+    closed: AtomicBool,
+    reaper_wake: Condvar,
+}
+
+#[derive(Default)]
+struct Registry {
+    open: HashMap<ActorId, Slot>,
+    /// Threads of evicted actors that are still finishing their queue.
+    closing: HashMap<ActorId, Arc<Done>>,
+}
+
+struct Slot {
+    tx: Sender<Msg>,
+    last_used: Instant,
+    pinned: Arc<AtomicBool>,
+    done: Arc<Done>,
+}
+
+/// Set when an actor thread has closed its database and exited.
+#[derive(Default)]
+pub(crate) struct Done {
+    finished: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        *self.finished.lock() = true;
+        self.cv.notify_all();
+    }
+
+    pub fn wait(&self) {
+        let mut finished = self.finished.lock();
+        while !*finished {
+            self.cv.wait(&mut finished);
+        }
+    }
+
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut finished = self.finished.lock();
+        while !*finished {
+            if self.cv.wait_until(&mut finished, deadline).timed_out() {
+                return *finished;
+            }
+        }
+        true
+    }
+}
+
+/// What the engine knows about one actor without opening it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActorInfo {
+    pub id: ActorId,
+    pub durability: Durability,
+    pub size_bytes: u64,
+    pub open: bool,
+}
+
+/// A page of stored actors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActorPage {
+    pub actors: Vec<(String, u64)>,
+    pub cursor: Option<String>,
+}
+
+impl Engine {
+    /// Opens the engine over `config.data_dir`, creating it if needed.
+    pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        std::fs::create_dir_all(config.data_dir.join("actors"))?;
+        let catalog = Catalog::open(&config.data_dir.join("catalog.db"))?;
+        let watchdog = Watchdog::start()?;
+        let inner = Arc::new(Inner {
+            config,
+            catalog,
+            watchdog,
+            registry: Mutex::new(Registry::default()),
+            closed: AtomicBool::new(false),
+            reaper_wake: Condvar::new(),
+        });
+        let reaper = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("roost-reaper".into())
+            .spawn(move || reap_idle(reaper))?;
+        Ok(Engine { inner })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Queues `op` on the actor's thread; `reply` gets the result. Never
+    /// blocks on I/O, so async runtimes and event loops may call it.
+    pub fn submit(&self, id: &ActorId, op: Op, create_as: Option<Durability>, reply: Reply) {
+        if let Err(err) = op.validate(&self.inner.config.limits) {
+            return reply(Err(err));
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return reply(Err(EngineError::Closed));
+        }
+        let msg = Msg { op, create_as, reply };
+        let mut registry = self.inner.registry.lock();
+        let msg = match registry.open.get_mut(id) {
+            Some(slot) => {
+                slot.last_used = Instant::now();
+                match slot.tx.send(msg) {
+                    Ok(()) => return,
+                    // The thread is gone (it panicked): start a new one.
+                    Err(crossbeam_channel::SendError(msg)) => {
+                        registry.open.remove(id);
+                        msg
+                    }
+                }
+            }
+            None => msg,
+        };
+        if let Err(err) = self.spawn_actor(&mut registry, id, msg) {
+            tracing::error!(actor = %id, error = %err, "could not start an actor thread");
+        }
+    }
+
+    fn spawn_actor(&self, registry: &mut Registry, id: &ActorId, msg: Msg) -> Result<(), EngineError> {
+        if registry.open.len() >= self.inner.config.max_open_actors {
+            evict_lru(registry);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pinned = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(Done::default());
+        let predecessor = registry.closing.get(id).cloned();
+        let actor = Actor::new(id.clone(), self.inner.clone(), pinned.clone());
+        let (thread_done, inner, thread_id) = (done.clone(), self.inner.clone(), id.clone());
+        let spawned = std::thread::Builder::new()
+            .name("roost-actor".into())
+            .stack_size(ACTOR_STACK_BYTES)
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| actor.run(rx, predecessor)));
+                if outcome.is_err() {
+                    tracing::error!(actor = %thread_id, "actor thread panicked");
+                }
+                let mut registry = inner.registry.lock();
+                if registry.closing.get(&thread_id).is_some_and(|d| Arc::ptr_eq(d, &thread_done)) {
+                    registry.closing.remove(&thread_id);
+                }
+                drop(registry);
+                thread_done.set();
+            });
+        if let Err(err) = spawned {
+            (msg.reply)(Err(EngineError::Internal(format!("cannot start actor thread: {err}"))));
+            return Err(err.into());
+        }
+        let _ = tx.send(msg);
+        registry.open.insert(
+            id.clone(),
+            Slot {
+                tx,
+                last_used: Instant::now(),
+                pinned,
+                done,
+            },
+        );
+        Ok(())
+    }
+
+    /// Runs `op` and waits for its result.
+    pub async fn call(&self, id: &ActorId, op: Op, create_as: Option<Durability>) -> Result<OpOutput, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(id, op, create_as, Box::new(move |result| {
+            let _ = tx.send(result);
+        }));
+        rx.await
+            .unwrap_or_else(|_| Err(EngineError::Internal("the actor stopped before answering".into())))
+    }
+
+    /// Describes a stored (or in-memory) actor without opening it.
+    pub fn info(&self, id: &ActorId) -> Result<ActorInfo, EngineError> {
+        let (open, pinned) = {
+            let registry = self.inner.registry.lock();
+            let slot = registry.open.get(id);
+            (slot.is_some(), slot.is_some_and(|s| s.pinned.load(Ordering::Acquire)))
+        };
+        let durability = match self.inner.catalog.durability(id.as_str())? {
+            Some(mode) if self.inner.actor_file(id).exists() => mode,
+            _ if pinned => Durability::Memory,
+            _ => return Err(EngineError::NotFound(format!("actor {id} does not exist"))),
+        };
+        Ok(ActorInfo {
+            id: id.clone(),
+            durability,
+            size_bytes: self.inner.size_on_disk(id),
+            open,
+        })
+    }
+
+    /// Actors stored on this machine (and in-memory ones), in ID order.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<ActorPage, EngineError> {
+        let limit = limit.clamp(1, 1000);
+        let mut ids = self.inner.catalog.list(prefix, after, limit + 1)?;
+        {
+            let registry = self.inner.registry.lock();
+            ids.extend(
+                registry
+                    .open
+                    .iter()
+                    .filter(|(id, slot)| {
+                        slot.pinned.load(Ordering::Acquire)
+                            && id.as_str().starts_with(prefix)
+                            && after.is_none_or(|a| id.as_str() > a)
+                    })
+                    .map(|(id, _)| id.as_str().to_owned()),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let cursor = if more { ids.last().cloned() } else { None };
+        let actors = ids
+            .into_iter()
+            .filter_map(|id| {
+                let actor = ActorId::parse(&id).ok()?;
+                let stored = self.inner.actor_file(&actor).exists();
+                let size = self.inner.size_on_disk(&actor);
+                (stored || self.is_pinned(&actor)).then_some((id, size))
+            })
+            .collect();
+        Ok(ActorPage { actors, cursor })
+    }
+
+    fn is_pinned(&self, id: &ActorId) -> bool {
+        let registry = self.inner.registry.lock();
+        registry.open.get(id).is_some_and(|s| s.pinned.load(Ordering::Acquire))
+    }
+
+    /// Number of actors with an open thread.
+    pub fn open_actors(&self) -> usize {
+        self.inner.registry.lock().open.len()
+    }
+
+    /// Whether the data dir accepts writes (for readiness checks).
+    pub fn data_dir_writable(&self) -> bool {
+        let probe = self.inner.config.data_dir.join(".ready-probe");
+        let ok = std::fs::write(&probe, b"ok").is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    }
+
+    /// Stops taking ops, lets every actor finish its queue, flushes buffered
+    /// actors and closes all databases. Waits at most `timeout`.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        self.inner.closed.store(true, Ordering::Release);
+        let dones: Vec<Arc<Done>> = {
+            let mut registry = self.inner.registry.lock();
+            let mut dones: Vec<_> = registry.open.drain().map(|(_, slot)| slot.done).collect();
+            dones.extend(registry.closing.values().cloned());
+            dones
+        };
+        self.inner.reaper_wake.notify_all();
+        let deadline = Instant::now() + timeout;
+        dones.iter().all(|done| done.wait_until(deadline))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(60));
+    }
+}
+
+impl Inner {
+    /// `data/actors/ab/cd/<sha256>.db`: never derived from the raw ID.
+    pub fn actor_file(&self, id: &ActorId) -> PathBuf {
+        let stem = id.file_stem();
+        self.config
+            .data_dir
+            .join("actors")
+            .join(&stem[0..2])
+            .join(&stem[2..4])
+            .join(format!("{stem}.db"))
+    }
+
+    fn size_on_disk(&self, id: &ActorId) -> u64 {
+        let file = self.actor_file(id);
+        ["", "-wal"]
+            .iter()
+            .map(|suffix| {
+                let mut path = file.clone().into_os_string();
+                path.push(suffix);
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// Closes the least recently used actor that is not pinned in memory.
+fn evict_lru(registry: &mut Registry) {
+    let victim = registry
+        .open
+        .iter()
+        .filter(|(_, slot)| !slot.pinned.load(Ordering::Acquire))
+        .min_by_key(|(_, slot)| slot.last_used)
+        .map(|(id, _)| id.clone());
+    if let Some(id) = victim {
+        close_slot(registry, &id);
+    }
+}
+
+fn close_slot(registry: &mut Registry, id: &ActorId) {
+    if let Some(slot) = registry.open.remove(id) {
+        // Dropping the sender lets the thread drain its queue, flush and exit.
+        registry.closing.insert(id.clone(), slot.done);
+    }
+}
+
+/// Closes actors idle for longer than `idle_timeout`.
+fn reap_idle(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        let idle = inner.config.idle_timeout();
+        let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut registry = inner.registry.lock();
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        let idle_ids: Vec<ActorId> = registry
+            .open
+            .iter()
+            .filter(|(_, slot)| {
+                !slot.pinned.load(Ordering::Acquire) && slot.tx.is_empty() && now.duration_since(slot.last_used) >= idle
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &idle_ids {
+            close_slot(&mut registry, id);
+        }
+        inner.reaper_wake.wait_for(&mut registry, tick);
+    }
+}

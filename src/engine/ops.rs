@@ -1,0 +1,96 @@
+//! The operations an actor runs, and how each one is applied to its
+//! database. HTTP and the C ABI both build these; nothing here is front-specific.
+
+use crate::error::EngineError;
+use crate::store::kv::{KvEntry, ListPage, ListQuery, Precondition};
+use crate::store::sql::{SqlRequest, SqlResponse};
+use crate::store::ActorDb;
+
+/// One request to an actor.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Sql(SqlRequest),
+    KvGet { key: String },
+    KvPut { key: String, value: Vec<u8>, precondition: Precondition },
+    KvDelete { key: String, precondition: Precondition },
+    KvList(ListQuery),
+    CounterAdd { name: String, by: i64 },
+    CounterGet { name: String },
+    /// Removes the actor and all its data.
+    Destroy,
+}
+
+/// What an operation returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpOutput {
+    Sql(SqlResponse),
+    Entry(Option<KvEntry>),
+    Version(i64),
+    Existed(bool),
+    Page(ListPage),
+    Counter(i64),
+}
+
+impl Op {
+    /// Whether the op changes state (and so may create the actor).
+    pub fn writes(&self) -> bool {
+        !matches!(self, Op::KvGet { .. } | Op::KvList(_) | Op::CounterGet { .. })
+    }
+
+    /// Input checks that need no database: sizes of keys, values and names.
+    pub fn validate(&self, limits: &crate::config::Limits) -> Result<(), EngineError> {
+        let key_ok = |what: &str, key: &str| {
+            if key.is_empty() {
+                Err(EngineError::InvalidRequest(format!("{what} is empty")))
+            } else if key.len() > limits.max_key_bytes {
+                Err(EngineError::TooLarge(format!(
+                    "{what} is {} bytes; the limit is {}",
+                    key.len(),
+                    limits.max_key_bytes
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Op::KvGet { key } | Op::KvDelete { key, .. } => key_ok("key", key),
+            Op::KvPut { key, value, .. } => {
+                key_ok("key", key)?;
+                if value.len() > limits.max_value_bytes {
+                    return Err(EngineError::TooLarge(format!(
+                        "value is {} bytes; the limit is {}",
+                        value.len(),
+                        limits.max_value_bytes
+                    )));
+                }
+                Ok(())
+            }
+            Op::CounterAdd { name, .. } | Op::CounterGet { name } => key_ok("counter name", name),
+            Op::Sql(_) | Op::KvList(_) | Op::Destroy => Ok(()),
+        }
+    }
+
+    /// The answer for an actor that has no stored state (reads only).
+    pub fn answer_when_absent(&self) -> Option<OpOutput> {
+        match self {
+            Op::KvGet { .. } => Some(OpOutput::Entry(None)),
+            Op::KvList(_) => Some(OpOutput::Page(ListPage { items: vec![], cursor: None })),
+            Op::CounterGet { .. } => Some(OpOutput::Counter(0)),
+            _ => None,
+        }
+    }
+
+    /// Runs the op against an open database (`Destroy` is the actor's job).
+    pub fn apply(&self, db: &mut ActorDb) -> Result<OpOutput, EngineError> {
+        Ok(match self {
+            Op::Sql(request) => OpOutput::Sql(db.run_sql(request)?),
+            Op::KvGet { key } => OpOutput::Entry(db.kv_get(key)?),
+            Op::KvPut { key, value, precondition } => OpOutput::Version(db.kv_put(key, value, *precondition)?),
+            Op::KvDelete { key, precondition } => OpOutput::Existed(db.kv_delete(key, *precondition)?),
+            Op::KvList(query) => OpOutput::Page(db.kv_list(query)?),
+            Op::CounterAdd { name, by } => OpOutput::Counter(db.counter_add(name, *by)?),
+            Op::CounterGet { name } => OpOutput::Counter(db.counter_get(name)?),
+            Op::Destroy => return Err(EngineError::Internal("destroy is not a database op".into())),
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! Request extractors that turn every malformed input into a specific
+//! problem code instead of axum's plain-text rejections.
+
+use super::problem::ApiError;
+use super::AppState;
+use crate::actor_id::{ActorId, ActorIdError};
+use crate::config::Durability;
+use crate::error::EngineError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The `{id}` of an actor route, validated, with its home region checked,
+/// plus the route's `{key}` or `{name}` if it has one.
+pub struct Target {
+    pub actor: ActorId,
+    pub home_region: String,
+    pub name: Option<String>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Target {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            // Percent-decoding to invalid UTF-8 is the only way a path fails here.
+            .map_err(|_| EngineError::InvalidActorId(ActorIdError::InvalidUtf8))?;
+        let raw = params.get("id").ok_or_else(|| ApiError::NotFound("no actor in path".into()))?;
+        let actor = ActorId::parse(raw).map_err(EngineError::from)?;
+        let home_region = state.node.home_region(&actor)?;
+        let name = params.get("key").or_else(|| params.get("name")).cloned();
+        Ok(Target { actor, home_region, name })
+    }
+}
+
+impl Target {
+    /// The `{key}` / `{name}` segment (present on the routes that use it).
+    pub fn name(&self) -> Result<String, ApiError> {
+        self.name
+            .clone()
+            .ok_or_else(|| ApiError::InvalidRequest("missing key in path".into()))
+    }
+}
+
+/// A JSON body; an empty body deserializes from `{}` when `T` allows it.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(text)
+            .map(JsonBody)
+            .map_err(|e| ApiError::InvalidRequest(format!("malformed JSON body: {e}")))
+    }
+}
+
+/// The raw body, bounded by the configured size limit.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<Arc<AppState>> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let limit = state.engine.config().limits.max_body_bytes;
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))
+            } else {
+                ApiError::InvalidRequest(format!("unreadable body: {e}"))
+            }
+        })
+    }
+}
+
+/// Query-string parameters.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// The `roost-durability` header: the mode for an actor this request creates.
+pub struct CreateAs(pub Option<Durability>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CreateAs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get("roost-durability") {
+            None => Ok(CreateAs(None)),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(|mode| CreateAs(Some(mode)))
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest("roost-durability must be durable, buffered or memory".into())
+                }),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! RFC 9457 problem responses. [`ApiError`] is the HTTP layer's error; each
+//! variant (and each engine error) maps to one status and one stable code.
+
+use crate::error::EngineError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ApiError {
+    /// Status, stable code and title of this error.
+    pub fn classify(&self) -> (StatusCode, &'static str, &'static str) {
+        use EngineError as E;
+        use StatusCode as S;
+        match self {
+            ApiError::Engine(err) => match err {
+                E::InvalidActorId(_) => (S::BAD_REQUEST, "invalid-actor-id", "Invalid actor ID"),
+                E::UnknownRegion(_) => (S::BAD_REQUEST, "unknown-region", "Unknown region"),
+                E::InvalidRequest(_) => (S::BAD_REQUEST, "invalid-request", "Invalid request"),
+                E::Sql(_) => (S::BAD_REQUEST, "sql-error", "SQL error"),
+                E::SqlDenied(_) => (S::FORBIDDEN, "sql-denied", "SQL denied"),
+                E::QueryTimeout(_) => (S::REQUEST_TIMEOUT, "query-timeout", "Query timed out"),
+                E::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+                E::VersionMismatch(_) => (S::PRECONDITION_FAILED, "version-mismatch", "Version mismatch"),
+                E::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+                E::InsufficientStorage(_) => (S::INSUFFICIENT_STORAGE, "insufficient-storage", "Insufficient storage"),
+                E::Closed => (S::SERVICE_UNAVAILABLE, "owner-unavailable", "Shutting down"),
+                E::InvalidConfig(_) | E::Io(_) | E::Internal(_) => {
+                    (S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                }
+            },
+            ApiError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid-request", "Invalid request"),
+            ApiError::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.classify();
+        if status.is_server_error() {
+            tracing::warn!(%code, error = %self, "request failed");
+        }
+        let body = Problem {
+            kind: format!("urn:roost:error:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

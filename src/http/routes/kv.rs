@@ -1,0 +1,110 @@
+//! `/v1/actors/{id}/kv[/{key}]`: raw values with versions as ETags,
+//! `If-Match` / `If-None-Match: *` for compare-and-set, and paged listing.
+
+use crate::http::extract::{CreateAs, QueryParams, RawBody, Target};
+use crate::http::problem::ApiError;
+use crate::http::AppState;
+use crate::store::kv::{ListPage, ListQuery, Precondition};
+use axum::extract::State;
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// Reads `If-Match: "<v>"` and `If-None-Match: *`.
+fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    if let Some(value) = headers.get(IF_NONE_MATCH) {
+        return match value.to_str() {
+            Ok("*") => Ok(Precondition::Absent),
+            _ => Err(ApiError::InvalidRequest("If-None-Match supports only `*`".into())),
+        };
+    }
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(Precondition::None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    let version = text.trim_matches('"');
+    version
+        .parse()
+        .map(Precondition::Version)
+        .map_err(|_| ApiError::InvalidRequest(format!("If-Match must be a version ETag, got {text:?}")))
+}
+
+pub async fn get(State(state): State<Arc<AppState>>, target: Target) -> Result<Response, ApiError> {
+    let key = target.name()?;
+    match state.engine.kv_get(&target.actor, key.clone()).await? {
+        Some(entry) => Ok((
+            [
+                (ETAG, etag(entry.version)),
+                (CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            ],
+            entry.value,
+        )
+            .into_response()),
+        None => Err(ApiError::NotFound(format!("key {key:?} does not exist"))),
+    }
+}
+
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    target: Target,
+    CreateAs(create_as): CreateAs,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let condition = precondition(&headers)?;
+    let version = state
+        .engine
+        .kv_put(&target.actor, target.name()?, body.to_vec(), condition, create_as)
+        .await?;
+    Ok(([(ETAG, etag(version))], Json(json!({"version": version}))).into_response())
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    target: Target,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let condition = precondition(&headers)?;
+    state.engine.kv_delete(&target.actor, target.name()?, condition).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    prefix: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
+    cursor: Option<String>,
+    #[serde(default)]
+    values: bool,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    target: Target,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<ListPage>, ApiError> {
+    let query = ListQuery {
+        prefix: params.prefix,
+        start: params.start,
+        end: params.end,
+        limit: params.limit,
+        reverse: params.reverse,
+        cursor: params.cursor,
+        values: params.values,
+    };
+    Ok(Json(state.engine.kv_list(&target.actor, query).await?))
+}

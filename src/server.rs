@@ -1,0 +1,106 @@
+//! `roost serve`: logging, identity, the loopback rule, binding, and a
+//! graceful shutdown that flushes every actor before exiting.
+
+use crate::config::{LogFormat, ServeArgs};
+use crate::engine::Engine;
+use crate::http::{self, AppState, NodeInfo};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs the server until SIGTERM/SIGINT; returns once everything is flushed.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    if args.token.is_none() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without a token: set ROOST_TOKEN (or --token), \
+             or listen on a loopback address such as 127.0.0.1",
+            args.listen
+        );
+    }
+    let config = args.engine_config();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", args.data_dir.display()))?;
+    let engine = Arc::new(engine);
+    if !engine.data_dir_writable() {
+        anyhow::bail!("data dir {} is not writable", args.data_dir.display());
+    }
+    let machine_id = match &args.machine_id {
+        Some(id) => id.clone(),
+        None => persisted_machine_id(&args.data_dir)?,
+    };
+    let default_region = args
+        .default_region
+        .clone()
+        .or_else(|| std::env::var("PRIMARY_REGION").ok().filter(|r| !r.is_empty()));
+    let node = NodeInfo::single(machine_id, args.region.clone(), default_region);
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        node: node.clone(),
+        token: args.token.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    // Scripts and tests read this line to learn the port when listening on :0.
+    println!("roost: listening on http://{addr}");
+    tracing::info!(%addr, machine = %node.machine_id, region = %node.region, "serving");
+    let served = http::serve(listener, state, shutdown_signal());
+    let drain = Duration::from_millis(args.shutdown_timeout_ms);
+    match tokio::time::timeout(drain, served).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("in-flight requests did not finish in time; closing anyway"),
+    }
+    let flushed = tokio::task::spawn_blocking(move || engine.shutdown(drain)).await?;
+    if !flushed {
+        anyhow::bail!("some actors did not close within {drain:?}");
+    }
+    tracing::info!("all actors flushed; bye");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// A machine id generated on first start and kept in the data dir.
+fn persisted_machine_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("machine-id");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(existing.to_owned());
+        }
+    }
+    let id = format!("{:014x}", rand::random::<u64>() & 0x00ff_ffff_ffff_ffff);
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}

@@ -1,0 +1,318 @@
+//! libSQL access for one actor: opening its database, the reserved schema,
+//! transactions, and the KV / counter / SQL operations on top of it.
+//!
+//! The `libsql` crate's local calls are `async` in signature but complete
+//! synchronously, so every call here is driven with `block_on` on the
+//! actor's own thread (see `engine::actor`); nothing here touches tokio.
+
+pub mod authorizer;
+pub mod catalog;
+pub mod counters;
+pub mod kv;
+pub mod split;
+pub mod sql;
+pub mod value;
+
+use crate::config::{Durability, Limits};
+use crate::error::EngineError;
+use crate::engine::watchdog::QuerySlot;
+use authorizer::UserSqlGate;
+use futures::executor::block_on;
+use libsql::{params::IntoParams, Connection, Database, Statement, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Marks a file as a roost actor database (`PRAGMA application_id`).
+const APPLICATION_ID: i64 = 0x726f_6f73;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _roost_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _roost_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _roost_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO _roost_meta (key, value) VALUES ('kv_clock', 0);
+";
+
+/// Where an actor's state lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    File(PathBuf),
+    Memory,
+}
+
+/// An open actor database, used only from its actor's thread.
+pub struct ActorDb {
+    // Kept so the database outlives the connection.
+    _db: Database,
+    conn: Connection,
+    gate: UserSqlGate,
+    statements: HashMap<&'static str, Statement>,
+    durability: Durability,
+    limits: Limits,
+    slot: Arc<QuerySlot>,
+}
+
+impl ActorDb {
+    /// Opens the actor's database. `create` names the durability for a new
+    /// actor; without it a missing file yields `Ok(None)`.
+    pub fn open(
+        location: &Location,
+        id: &str,
+        create: Option<Durability>,
+        limits: &Limits,
+        slot_for: impl FnOnce(Connection) -> Arc<QuerySlot>,
+    ) -> Result<Option<Self>, EngineError> {
+        let (path, exists) = match location {
+            Location::File(path) => (path.to_string_lossy().into_owned(), path.exists()),
+            Location::Memory => (":memory:".to_owned(), false),
+        };
+        if !exists && create.is_none() {
+            return Ok(None);
+        }
+        if let (Location::File(file), false) = (location, exists) {
+            create_parent_dirs(file)?;
+        }
+        let db = block_on(libsql::Builder::new_local(&path).build()).map_err(open_error)?;
+        let conn = db.connect().map_err(open_error)?;
+        let gate = UserSqlGate::default();
+        conn.authorizer(Some(gate.hook())).map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
+        let slot = slot_for(conn.clone());
+        let mut db = ActorDb {
+            _db: db,
+            conn,
+            gate,
+            statements: HashMap::new(),
+            durability: create.unwrap_or_default(),
+            limits: limits.clone(),
+            slot,
+        };
+        if matches!(location, Location::File(_)) {
+            db.pragma("PRAGMA journal_mode = WAL")?;
+            db.pragma("PRAGMA synchronous = FULL")?;
+            db.pragma("PRAGMA journal_size_limit = 8388608")?;
+        }
+        let max_pages = limits.max_actor_bytes.div_ceil(4096).max(16);
+        db.pragma(&format!("PRAGMA max_page_count = {max_pages}"))?;
+        db.init_schema(id, create)?;
+        if let (Location::File(file), false) = (location, exists) {
+            sync_parent_dir(file)?;
+        }
+        Ok(Some(db))
+    }
+
+    fn init_schema(&mut self, id: &str, create: Option<Durability>) -> Result<(), EngineError> {
+        let app_id = self.pragma_value("PRAGMA application_id")?;
+        if app_id == Value::Integer(APPLICATION_ID) {
+            let stored_id = self.meta("id")?;
+            if stored_id != Value::Text(id.to_owned()) {
+                return Err(EngineError::Internal(format!(
+                    "database file of actor {id:?} holds another actor ({stored_id:?})"
+                )));
+            }
+            if let Value::Text(mode) = self.meta("durability")? {
+                self.durability = mode.parse().unwrap_or_default();
+            }
+            return Ok(());
+        }
+        let durability = create.unwrap_or_default();
+        let setup = format!(
+            "BEGIN; {SCHEMA}
+             INSERT OR REPLACE INTO _roost_meta (key, value) VALUES ('id', ?1), ('durability', ?2);
+             COMMIT;"
+        );
+        // execute_batch takes no parameters, so the two values go in quoted.
+        let setup = setup
+            .replace("?1", &sql_quote(id))
+            .replace("?2", &sql_quote(durability.as_str()));
+        block_on(self.conn.execute_batch(&setup)).map_err(|e| self.error(e))?;
+        self.pragma(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
+        self.durability = durability;
+        Ok(())
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn meta(&mut self, key: &str) -> Result<Value, EngineError> {
+        let row = self.query_row(
+            "SELECT value FROM _roost_meta WHERE key = ?1",
+            [Value::Text(key.to_owned())],
+        )?;
+        Ok(row.and_then(|r| r.into_iter().next()).unwrap_or(Value::Null))
+    }
+
+    fn pragma(&mut self, sql: &str) -> Result<(), EngineError> {
+        // Pragmas may return a row (journal_mode does): drain it.
+        let mut rows = block_on(self.conn.query(sql, ())).map_err(|e| self.error(e))?;
+        while block_on(rows.next()).map_err(|e| self.error(e))?.is_some() {}
+        Ok(())
+    }
+
+    fn pragma_value(&mut self, sql: &str) -> Result<Value, EngineError> {
+        let mut rows = block_on(self.conn.query(sql, ())).map_err(|e| self.error(e))?;
+        let mut first = Value::Null;
+        while let Some(row) = block_on(rows.next()).map_err(|e| self.error(e))? {
+            if first == Value::Null {
+                first = row.get_value(0).map_err(|e| self.error(e))?;
+            }
+        }
+        Ok(first)
+    }
+
+    /// Runs a cached engine statement and returns its first row, stepping it
+    /// to completion (an unfinished statement would block WAL checkpoints).
+    pub(crate) fn query_row(
+        &mut self,
+        sql: &'static str,
+        params: impl IntoParams,
+    ) -> Result<Option<Vec<Value>>, EngineError> {
+        let stmt = self.cached(sql)?;
+        stmt.reset();
+        let result = (|| {
+            let mut rows = block_on(stmt.query(params))?;
+            let mut first = None;
+            while let Some(row) = block_on(rows.next())? {
+                if first.is_none() {
+                    let width = row.column_count();
+                    first = Some((0..width).map(|i| row.get_value(i)).collect::<Result<Vec<_>, _>>()?);
+                }
+            }
+            Ok(first)
+        })();
+        stmt.reset();
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Runs a cached engine statement for its effect; returns rows changed.
+    pub(crate) fn exec(
+        &mut self,
+        sql: &'static str,
+        params: impl IntoParams,
+    ) -> Result<u64, EngineError> {
+        let stmt = self.cached(sql)?;
+        stmt.reset();
+        let result = block_on(stmt.execute(params));
+        stmt.reset();
+        result.map(|n| n as u64).map_err(|e| self.error(e))
+    }
+
+    fn cached(&mut self, sql: &'static str) -> Result<&Statement, EngineError> {
+        if !self.statements.contains_key(sql) {
+            let stmt = block_on(self.conn.prepare(sql)).map_err(|e| self.error(e))?;
+            self.statements.insert(sql, stmt);
+        }
+        Ok(&self.statements[sql])
+    }
+
+    /// Starts the engine's transaction that a batch of operations shares.
+    pub fn begin(&mut self) -> Result<(), EngineError> {
+        self.exec("BEGIN IMMEDIATE", ()).map(drop)
+    }
+
+    /// Commits; in WAL mode with `synchronous = FULL` this is the fsync.
+    pub fn commit(&mut self) -> Result<(), EngineError> {
+        self.exec("COMMIT", ()).map(drop)
+    }
+
+    pub fn rollback(&mut self) {
+        if self.in_transaction() {
+            let _ = self.exec("ROLLBACK", ());
+        }
+    }
+
+    pub fn savepoint(&mut self) -> Result<(), EngineError> {
+        self.exec("SAVEPOINT op", ()).map(drop)
+    }
+
+    pub fn release(&mut self) -> Result<(), EngineError> {
+        self.exec("RELEASE op", ()).map(drop)
+    }
+
+    /// Undoes the current operation only (when SQLite has not already
+    /// rolled back the whole transaction).
+    pub fn rollback_op(&mut self) {
+        if self.in_transaction() {
+            let _ = self.exec("ROLLBACK TO op", ());
+            let _ = self.exec("RELEASE op", ());
+        }
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Closes the connection, checkpointing the WAL into the main file.
+    pub fn close(mut self) {
+        self.rollback();
+        self.statements.clear();
+    }
+
+    /// Maps a libSQL error to the engine's, knowing whether the watchdog
+    /// interrupted the statement.
+    pub(crate) fn error(&self, err: libsql::Error) -> EngineError {
+        let timed_out = self.slot.take_fired();
+        sql_error(err, timed_out, self.limits.query_timeout_ms)
+    }
+}
+
+/// Classifies a libSQL error by its SQLite result code.
+pub fn sql_error(err: libsql::Error, timed_out: bool, timeout_ms: u64) -> EngineError {
+    match err {
+        // The authorizer's denials of functions surface as SQLITE_ERROR.
+        libsql::Error::SqliteFailure(_, message) if message.contains("not authorized") => {
+            EngineError::SqlDenied(message)
+        }
+        libsql::Error::SqliteFailure(code, message) => match code & 0xff {
+            9 if timed_out => EngineError::QueryTimeout(timeout_ms),
+            9 => EngineError::Sql(format!("interrupted: {message}")),
+            18 => EngineError::TooLarge(message),
+            13 => EngineError::InsufficientStorage(message),
+            10 | 14 => EngineError::Io(message),
+            7 | 11 | 26 => EngineError::Internal(message),
+            _ => EngineError::Sql(message),
+        },
+        other => EngineError::Sql(other.to_string()),
+    }
+}
+
+fn open_error(err: libsql::Error) -> EngineError {
+    match sql_error(err, false, 0) {
+        EngineError::Sql(msg) => EngineError::Io(msg),
+        other => other,
+    }
+}
+
+fn sql_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn create_parent_dirs(file: &Path) -> Result<(), EngineError> {
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(())
+}
+
+/// Makes a new file's directory entry durable (and its parents', which may
+/// have just been created), so an acknowledged first write survives a crash.
+fn sync_parent_dir(file: &Path) -> Result<(), EngineError> {
+    for dir in file.ancestors().skip(1).take(3) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads a value as i64, treating anything else as a corrupt row.
+pub(crate) fn as_i64(value: &Value) -> Result<i64, EngineError> {
+    match value {
+        Value::Integer(i) => Ok(*i),
+        other => Err(EngineError::Internal(format!("expected an integer, found {other:?}"))),
+    }
+}

@@ -1,0 +1,190 @@
+//! User SQL: the JSON request and response shapes of the SQL API and their
+//! execution under the authorizer, the watchdog and the result-size limit.
+
+use super::split::split_statements;
+use super::value::SqlValue;
+use super::ActorDb;
+use crate::error::EngineError;
+use futures::executor::block_on;
+use libsql::params::Params;
+use serde::{Deserialize, Serialize};
+
+/// `{"sql", "params"?}` or `{"statements": [...]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SqlRequest {
+    Batch { statements: Vec<SqlStatement> },
+    Single(SqlStatement),
+}
+
+impl SqlRequest {
+    pub fn statements(&self) -> &[SqlStatement] {
+        match self {
+            SqlRequest::Batch { statements } => statements,
+            SqlRequest::Single(statement) => std::slice::from_ref(statement),
+        }
+    }
+}
+
+/// One statement (or several separated by `;`, when it has no parameters).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlStatement {
+    pub sql: String,
+    #[serde(default)]
+    pub params: SqlParams,
+}
+
+/// Positional (`[1, "a"]`) or named (`{"x": 1}` for `:x`, `@x` or `$x`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub enum SqlParams {
+    #[default]
+    None,
+    Positional(Vec<SqlValue>),
+    Named(std::collections::BTreeMap<String, SqlValue>),
+}
+
+impl SqlParams {
+    fn is_empty(&self) -> bool {
+        match self {
+            SqlParams::None => true,
+            SqlParams::Positional(v) => v.is_empty(),
+            SqlParams::Named(m) => m.is_empty(),
+        }
+    }
+
+    fn to_libsql(&self) -> Params {
+        match self {
+            SqlParams::None => Params::None,
+            SqlParams::Positional(values) => {
+                Params::Positional(values.iter().map(|v| v.0.clone()).collect())
+            }
+            SqlParams::Named(map) => Params::Named(
+                map.iter()
+                    .map(|(name, value)| {
+                        let name = if name.starts_with([':', '@', '$']) {
+                            name.clone()
+                        } else {
+                            format!(":{name}")
+                        };
+                        (name, value.0.clone())
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The outcome of one statement.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatementResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<SqlValue>>,
+    pub rows_affected: u64,
+    pub last_insert_rowid: Option<i64>,
+}
+
+/// `{"results": [...]}`, one entry per statement run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SqlResponse {
+    pub results: Vec<StatementResult>,
+}
+
+impl ActorDb {
+    /// Runs every statement of `request` in order; the caller's savepoint
+    /// makes the whole request atomic.
+    pub fn run_sql(&mut self, request: &SqlRequest) -> Result<SqlResponse, EngineError> {
+        let mut results = Vec::new();
+        let mut budget = self.limits().max_result_bytes;
+        for statement in request.statements() {
+            let pieces = split_statements(&statement.sql);
+            if pieces.is_empty() {
+                return Err(EngineError::Sql("empty SQL statement".into()));
+            }
+            if pieces.len() > 1 && !statement.params.is_empty() {
+                return Err(EngineError::Sql(
+                    "parameters need a single statement; send several as \"statements\"".into(),
+                ));
+            }
+            for piece in pieces {
+                results.push(self.run_one(piece, &statement.params, &mut budget)?);
+            }
+        }
+        Ok(SqlResponse { results })
+    }
+
+    fn run_one(
+        &mut self,
+        sql: &str,
+        params: &SqlParams,
+        budget: &mut usize,
+    ) -> Result<StatementResult, EngineError> {
+        if starts_with_keyword(sql, "vacuum") {
+            // VACUUM INTO would write outside the actor; plain VACUUM cannot
+            // run inside the engine's transaction. The engine owns both.
+            return Err(EngineError::SqlDenied("VACUUM is not available to user SQL".into()));
+        }
+        let changes_before = self.conn.total_changes();
+        self.gate.set_user(true);
+        let prepared = block_on(self.conn.prepare(sql));
+        self.gate.set_user(false);
+        let stmt = prepared.map_err(|e| self.error(e))?;
+        let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        let mut rows = Vec::new();
+        let timeout = self.limits().query_timeout_ms;
+        let outcome = {
+            let _armed = self.slot.arm(timeout);
+            (|| -> Result<(), EngineError> {
+                let mut cursor = block_on(stmt.query(params.to_libsql())).map_err(|e| self.error(e))?;
+                while let Some(row) = block_on(cursor.next()).map_err(|e| self.error(e))? {
+                    let mut values = Vec::with_capacity(columns.len());
+                    for i in 0..columns.len() as i32 {
+                        let value = SqlValue(row.get_value(i).map_err(|e| self.error(e))?);
+                        *budget = budget.checked_sub(value.encoded_len()).ok_or_else(|| {
+                            EngineError::TooLarge("the result set exceeds the response size limit".into())
+                        })?;
+                        values.push(value);
+                    }
+                    rows.push(values);
+                }
+                Ok(())
+            })()
+        };
+        stmt.reset();
+        drop(stmt);
+        outcome?;
+        let rows_affected = self.conn.total_changes().saturating_sub(changes_before);
+        let last_insert_rowid = (rows_affected > 0).then(|| self.conn.last_insert_rowid());
+        Ok(StatementResult {
+            columns,
+            rows,
+            rows_affected,
+            last_insert_rowid,
+        })
+    }
+}
+
+fn starts_with_keyword(sql: &str, keyword: &str) -> bool {
+    let head = sql.trim_start();
+    head.len() >= keyword.len()
+        && head.as_bytes()[..keyword.len()].eq_ignore_ascii_case(keyword.as_bytes())
+        && !head.as_bytes().get(keyword.len()).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_request_shapes_parse() {
+        let single: SqlRequest = serde_json::from_str(r#"{"sql": "SELECT ?", "params": [1]}"#).unwrap();
+        assert_eq!(single.statements().len(), 1);
+        let batch: SqlRequest =
+            serde_json::from_str(r#"{"statements": [{"sql": "SELECT 1"}, {"sql": "SELECT :x", "params": {"x": 2}}]}"#)
+                .unwrap();
+        assert_eq!(batch.statements().len(), 2);
+        assert!(serde_json::from_str::<SqlRequest>(r#"{"sql": 5}"#).is_err());
+        assert!(serde_json::from_str::<SqlRequest>(r#"{"statements": "x"}"#).is_err());
+    }
+}
