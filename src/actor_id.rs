@@ -106,11 +106,23 @@ mod tests {
     #[test]
     fn hostile_ids_are_rejected_with_a_reason() {
         assert_eq!(ActorId::parse(""), Err(ActorIdError::Empty));
-        assert_eq!(ActorId::parse(&"a".repeat(513)), Err(ActorIdError::TooLong(513)));
+        assert_eq!(
+            ActorId::parse(&"a".repeat(513)),
+            Err(ActorIdError::TooLong(513))
+        );
         assert!(ActorId::parse(&"a".repeat(512)).is_ok());
-        assert_eq!(ActorId::parse("a\nb"), Err(ActorIdError::ControlCharacter(1)));
-        assert_eq!(ActorId::parse("a\u{7f}"), Err(ActorIdError::ControlCharacter(1)));
-        assert_eq!(ActorId::from_bytes(&[0xff, 0x41]), Err(ActorIdError::InvalidUtf8));
+        assert_eq!(
+            ActorId::parse("a\nb"),
+            Err(ActorIdError::ControlCharacter(1))
+        );
+        assert_eq!(
+            ActorId::parse("a\u{7f}"),
+            Err(ActorIdError::ControlCharacter(1))
+        );
+        assert_eq!(
+            ActorId::from_bytes(&[0xff, 0x41]),
+            Err(ActorIdError::InvalidUtf8)
+        );
     }
 
     #[test]

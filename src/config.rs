@@ -38,7 +38,9 @@ impl FromStr for Durability {
             "durable" => Ok(Durability::Durable),
             "buffered" => Ok(Durability::Buffered),
             "memory" => Ok(Durability::Memory),
-            other => Err(format!("unknown durability {other:?} (durable, buffered, memory)")),
+            other => Err(format!(
+                "unknown durability {other:?} (durable, buffered, memory)"
+            )),
         }
     }
 }
@@ -107,7 +109,11 @@ impl EngineConfig {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "roost", version, about = "Durable-Object-style actors on libSQL")]
+#[command(
+    name = "roost",
+    version,
+    about = "Durable-Object-style actors on libSQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

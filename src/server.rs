@@ -30,10 +30,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(id) => id.clone(),
         None => persisted_machine_id(&args.data_dir)?,
     };
-    let default_region = args
-        .default_region
-        .clone()
-        .or_else(|| std::env::var("PRIMARY_REGION").ok().filter(|r| !r.is_empty()));
+    let default_region = args.default_region.clone().or_else(|| {
+        std::env::var("PRIMARY_REGION")
+            .ok()
+            .filter(|r| !r.is_empty())
+    });
     let node = NodeInfo::single(machine_id, args.region.clone(), default_region);
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -62,7 +63,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -74,13 +77,14 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = term.recv() => {}

@@ -101,26 +101,40 @@ impl Actor {
     }
 
     fn durability(&self) -> Durability {
-        self.db.as_ref().map_or(self.inner.config.durability, ActorDb::durability)
+        self.db
+            .as_ref()
+            .map_or(self.inner.config.durability, ActorDb::durability)
     }
 
     fn flush_deadline(&self) -> Option<Instant> {
-        self.unflushed_since.map(|t| t + self.inner.config.flush_interval())
+        self.unflushed_since
+            .map(|t| t + self.inner.config.flush_interval())
     }
 
     fn handle(&mut self, msg: Msg) {
-        let Msg { op, create_as, reply } = msg;
+        let Msg {
+            op,
+            create_as,
+            reply,
+        } = msg;
         if matches!(op, Op::Destroy) {
             self.settle();
             reply(self.destroy());
             return;
         }
         if self.db.is_none() {
-            match self.open(op.writes().then(|| create_as.unwrap_or(self.inner.config.durability))) {
+            match self.open(
+                op.writes()
+                    .then(|| create_as.unwrap_or(self.inner.config.durability)),
+            ) {
                 Ok(true) => {}
                 Ok(false) => {
                     let absent = op.answer_when_absent();
-                    reply(absent.ok_or_else(|| EngineError::Internal("missing actor for a write".into())));
+                    reply(
+                        absent.ok_or_else(|| {
+                            EngineError::Internal("missing actor for a write".into())
+                        }),
+                    );
                     return;
                 }
                 Err(err) => {
@@ -131,7 +145,9 @@ impl Actor {
         }
         let result = self.apply(&op);
         let Some(db) = self.db.as_mut() else {
-            reply(Err(EngineError::Internal("actor closed during an op".into())));
+            reply(Err(EngineError::Internal(
+                "actor closed during an op".into(),
+            )));
             return;
         };
         if !db.in_transaction() && !self.pending.is_empty() {
@@ -144,7 +160,11 @@ impl Actor {
                 let answered = Ok(output.clone());
                 reply(Ok(output));
                 if op.writes() {
-                    self.pending.push(Pending { op, reply: None, result: answered });
+                    self.pending.push(Pending {
+                        op,
+                        reply: None,
+                        result: answered,
+                    });
                     self.unflushed_since.get_or_insert_with(Instant::now);
                 }
             }
@@ -171,7 +191,9 @@ impl Actor {
         };
         let limits = &self.inner.config.limits;
         let watchdog = &self.inner.watchdog;
-        let db = ActorDb::open(&location, self.id.as_str(), create, limits, |conn| watchdog.slot(conn))?;
+        let db = ActorDb::open(&location, self.id.as_str(), create, limits, |conn| {
+            watchdog.slot(conn)
+        })?;
         self.pinned
             .store(matches!(location, Location::Memory), Ordering::Release);
         self.db = db;
@@ -191,7 +213,9 @@ impl Actor {
             return op.apply(db);
         }
         db.savepoint()?;
-        let result = op.apply(db).and_then(|output| db.release().map(|()| output));
+        let result = op
+            .apply(db)
+            .and_then(|output| db.release().map(|()| output));
         if result.is_err() {
             db.rollback_op();
         }
@@ -240,7 +264,11 @@ impl Actor {
 
     fn commit_and_answer(&mut self) {
         let Some(db) = self.db.as_mut() else { return };
-        let committed = if db.in_transaction() { db.commit() } else { Ok(()) };
+        let committed = if db.in_transaction() {
+            db.commit()
+        } else {
+            Ok(())
+        };
         if let Err(err) = &committed {
             db.rollback();
             tracing::warn!(actor = %self.id, error = %err, "commit failed; the batch is not acknowledged");

@@ -15,7 +15,12 @@ fn unexpected(output: OpOutput) -> EngineError {
 }
 
 impl Engine {
-    pub async fn sql(&self, id: &ActorId, request: SqlRequest, create_as: Option<Durability>) -> Result<SqlResponse, EngineError> {
+    pub async fn sql(
+        &self,
+        id: &ActorId,
+        request: SqlRequest,
+        create_as: Option<Durability>,
+    ) -> Result<SqlResponse, EngineError> {
         match self.call(id, Op::Sql(request), create_as).await? {
             OpOutput::Sql(response) => Ok(response),
             other => Err(unexpected(other)),
@@ -38,15 +43,34 @@ impl Engine {
         precondition: Precondition,
         create_as: Option<Durability>,
     ) -> Result<i64, EngineError> {
-        match self.call(id, Op::KvPut { key, value, precondition }, create_as).await? {
+        match self
+            .call(
+                id,
+                Op::KvPut {
+                    key,
+                    value,
+                    precondition,
+                },
+                create_as,
+            )
+            .await?
+        {
             OpOutput::Version(version) => Ok(version),
             other => Err(unexpected(other)),
         }
     }
 
     /// Deletes a key; returns whether it existed.
-    pub async fn kv_delete(&self, id: &ActorId, key: String, precondition: Precondition) -> Result<bool, EngineError> {
-        match self.call(id, Op::KvDelete { key, precondition }, None).await? {
+    pub async fn kv_delete(
+        &self,
+        id: &ActorId,
+        key: String,
+        precondition: Precondition,
+    ) -> Result<bool, EngineError> {
+        match self
+            .call(id, Op::KvDelete { key, precondition }, None)
+            .await?
+        {
             OpOutput::Existed(existed) => Ok(existed),
             other => Err(unexpected(other)),
         }
@@ -60,8 +84,17 @@ impl Engine {
     }
 
     /// Adds `by` to a counter; returns the new value.
-    pub async fn counter_add(&self, id: &ActorId, name: String, by: i64, create_as: Option<Durability>) -> Result<i64, EngineError> {
-        match self.call(id, Op::CounterAdd { name, by }, create_as).await? {
+    pub async fn counter_add(
+        &self,
+        id: &ActorId,
+        name: String,
+        by: i64,
+        create_as: Option<Durability>,
+    ) -> Result<i64, EngineError> {
+        match self
+            .call(id, Op::CounterAdd { name, by }, create_as)
+            .await?
+        {
             OpOutput::Counter(value) => Ok(value),
             other => Err(unexpected(other)),
         }

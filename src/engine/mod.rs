@@ -12,8 +12,8 @@ use crate::actor_id::ActorId;
 use crate::config::{Durability, EngineConfig};
 use crate::error::EngineError;
 use crate::store::catalog::Catalog;
-use actor::{Actor, Msg};
 pub use actor::Reply;
+use actor::{Actor, Msg};
 use crossbeam_channel::Sender;
 use ops::{Op, OpOutput};
 use parking_lot::{Condvar, Mutex};
@@ -137,7 +137,11 @@ impl Engine {
         if self.inner.closed.load(Ordering::Acquire) {
             return reply(Err(EngineError::Closed));
         }
-        let msg = Msg { op, create_as, reply };
+        let msg = Msg {
+            op,
+            create_as,
+            reply,
+        };
         let mut registry = self.inner.registry.lock();
         let msg = match registry.open.get_mut(id) {
             Some(slot) => {
@@ -158,7 +162,12 @@ impl Engine {
         }
     }
 
-    fn spawn_actor(&self, registry: &mut Registry, id: &ActorId, msg: Msg) -> Result<(), EngineError> {
+    fn spawn_actor(
+        &self,
+        registry: &mut Registry,
+        id: &ActorId,
+        msg: Msg,
+    ) -> Result<(), EngineError> {
         if registry.open.len() >= self.inner.config.max_open_actors {
             evict_lru(registry);
         }
@@ -172,19 +181,27 @@ impl Engine {
             .name("roost-actor".into())
             .stack_size(ACTOR_STACK_BYTES)
             .spawn(move || {
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| actor.run(rx, predecessor)));
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    actor.run(rx, predecessor)
+                }));
                 if outcome.is_err() {
                     tracing::error!(actor = %thread_id, "actor thread panicked");
                 }
                 let mut registry = inner.registry.lock();
-                if registry.closing.get(&thread_id).is_some_and(|d| Arc::ptr_eq(d, &thread_done)) {
+                if registry
+                    .closing
+                    .get(&thread_id)
+                    .is_some_and(|d| Arc::ptr_eq(d, &thread_done))
+                {
                     registry.closing.remove(&thread_id);
                 }
                 drop(registry);
                 thread_done.set();
             });
         if let Err(err) = spawned {
-            (msg.reply)(Err(EngineError::Internal(format!("cannot start actor thread: {err}"))));
+            (msg.reply)(Err(EngineError::Internal(format!(
+                "cannot start actor thread: {err}"
+            ))));
             return Err(err.into());
         }
         let _ = tx.send(msg);
@@ -201,13 +218,26 @@ impl Engine {
     }
 
     /// Runs `op` and waits for its result.
-    pub async fn call(&self, id: &ActorId, op: Op, create_as: Option<Durability>) -> Result<OpOutput, EngineError> {
+    pub async fn call(
+        &self,
+        id: &ActorId,
+        op: Op,
+        create_as: Option<Durability>,
+    ) -> Result<OpOutput, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(id, op, create_as, Box::new(move |result| {
-            let _ = tx.send(result);
-        }));
-        rx.await
-            .unwrap_or_else(|_| Err(EngineError::Internal("the actor stopped before answering".into())))
+        self.submit(
+            id,
+            op,
+            create_as,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.await.unwrap_or_else(|_| {
+            Err(EngineError::Internal(
+                "the actor stopped before answering".into(),
+            ))
+        })
     }
 
     /// Describes a stored (or in-memory) actor without opening it.
@@ -215,7 +245,10 @@ impl Engine {
         let (open, pinned) = {
             let registry = self.inner.registry.lock();
             let slot = registry.open.get(id);
-            (slot.is_some(), slot.is_some_and(|s| s.pinned.load(Ordering::Acquire)))
+            (
+                slot.is_some(),
+                slot.is_some_and(|s| s.pinned.load(Ordering::Acquire)),
+            )
         };
         let durability = match self.inner.catalog.durability(id.as_str())? {
             Some(mode) if self.inner.actor_file(id).exists() => mode,
@@ -231,7 +264,12 @@ impl Engine {
     }
 
     /// Actors stored on this machine (and in-memory ones), in ID order.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<ActorPage, EngineError> {
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ActorPage, EngineError> {
         let limit = limit.clamp(1, 1000);
         let mut ids = self.inner.catalog.list(prefix, after, limit + 1)?;
         {
@@ -267,7 +305,10 @@ impl Engine {
 
     fn is_pinned(&self, id: &ActorId) -> bool {
         let registry = self.inner.registry.lock();
-        registry.open.get(id).is_some_and(|s| s.pinned.load(Ordering::Acquire))
+        registry
+            .open
+            .get(id)
+            .is_some_and(|s| s.pinned.load(Ordering::Acquire))
     }
 
     /// Number of actors with an open thread.
@@ -365,7 +406,9 @@ fn reap_idle(inner: std::sync::Weak<Inner>) {
             .open
             .iter()
             .filter(|(_, slot)| {
-                !slot.pinned.load(Ordering::Acquire) && slot.tx.is_empty() && now.duration_since(slot.last_used) >= idle
+                !slot.pinned.load(Ordering::Acquire)
+                    && slot.tx.is_empty()
+                    && now.duration_since(slot.last_used) >= idle
             })
             .map(|(id, _)| id.clone())
             .collect();

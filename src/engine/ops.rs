@@ -10,12 +10,26 @@ use crate::store::ActorDb;
 #[derive(Debug, Clone)]
 pub enum Op {
     Sql(SqlRequest),
-    KvGet { key: String },
-    KvPut { key: String, value: Vec<u8>, precondition: Precondition },
-    KvDelete { key: String, precondition: Precondition },
+    KvGet {
+        key: String,
+    },
+    KvPut {
+        key: String,
+        value: Vec<u8>,
+        precondition: Precondition,
+    },
+    KvDelete {
+        key: String,
+        precondition: Precondition,
+    },
     KvList(ListQuery),
-    CounterAdd { name: String, by: i64 },
-    CounterGet { name: String },
+    CounterAdd {
+        name: String,
+        by: i64,
+    },
+    CounterGet {
+        name: String,
+    },
     /// Removes the actor and all its data.
     Destroy,
 }
@@ -34,7 +48,10 @@ pub enum OpOutput {
 impl Op {
     /// Whether the op changes state (and so may create the actor).
     pub fn writes(&self) -> bool {
-        !matches!(self, Op::KvGet { .. } | Op::KvList(_) | Op::CounterGet { .. })
+        !matches!(
+            self,
+            Op::KvGet { .. } | Op::KvList(_) | Op::CounterGet { .. }
+        )
     }
 
     /// Input checks that need no database: sizes of keys, values and names.
@@ -74,7 +91,10 @@ impl Op {
     pub fn answer_when_absent(&self) -> Option<OpOutput> {
         match self {
             Op::KvGet { .. } => Some(OpOutput::Entry(None)),
-            Op::KvList(_) => Some(OpOutput::Page(ListPage { items: vec![], cursor: None })),
+            Op::KvList(_) => Some(OpOutput::Page(ListPage {
+                items: vec![],
+                cursor: None,
+            })),
             Op::CounterGet { .. } => Some(OpOutput::Counter(0)),
             _ => None,
         }
@@ -85,12 +105,20 @@ impl Op {
         Ok(match self {
             Op::Sql(request) => OpOutput::Sql(db.run_sql(request)?),
             Op::KvGet { key } => OpOutput::Entry(db.kv_get(key)?),
-            Op::KvPut { key, value, precondition } => OpOutput::Version(db.kv_put(key, value, *precondition)?),
-            Op::KvDelete { key, precondition } => OpOutput::Existed(db.kv_delete(key, *precondition)?),
+            Op::KvPut {
+                key,
+                value,
+                precondition,
+            } => OpOutput::Version(db.kv_put(key, value, *precondition)?),
+            Op::KvDelete { key, precondition } => {
+                OpOutput::Existed(db.kv_delete(key, *precondition)?)
+            }
             Op::KvList(query) => OpOutput::Page(db.kv_list(query)?),
             Op::CounterAdd { name, by } => OpOutput::Counter(db.counter_add(name, *by)?),
             Op::CounterGet { name } => OpOutput::Counter(db.counter_get(name)?),
-            Op::Destroy => return Err(EngineError::Internal("destroy is not a database op".into())),
+            Op::Destroy => {
+                return Err(EngineError::Internal("destroy is not a database op".into()))
+            }
         })
     }
 }

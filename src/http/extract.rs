@@ -25,16 +25,25 @@ pub struct Target {
 impl FromRequestParts<Arc<AppState>> for Target {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             // Percent-decoding to invalid UTF-8 is the only way a path fails here.
             .map_err(|_| EngineError::InvalidActorId(ActorIdError::InvalidUtf8))?;
-        let raw = params.get("id").ok_or_else(|| ApiError::NotFound("no actor in path".into()))?;
+        let raw = params
+            .get("id")
+            .ok_or_else(|| ApiError::NotFound("no actor in path".into()))?;
         let actor = ActorId::parse(raw).map_err(EngineError::from)?;
         let home_region = state.node.home_region(&actor)?;
         let name = params.get("key").or_else(|| params.get("name")).cloned();
-        Ok(Target { actor, home_region, name })
+        Ok(Target {
+            actor,
+            home_region,
+            name,
+        })
     }
 }
 
@@ -55,7 +64,11 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         serde_json::from_slice(text)
             .map(JsonBody)
             .map_err(|e| ApiError::InvalidRequest(format!("malformed JSON body: {e}")))
@@ -70,13 +83,16 @@ impl FromRequest<Arc<AppState>> for RawBody {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let limit = state.engine.config().limits.max_body_bytes;
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))
-            } else {
-                ApiError::InvalidRequest(format!("unreadable body: {e}"))
-            }
-        })
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))
+                } else {
+                    ApiError::InvalidRequest(format!("unreadable body: {e}"))
+                }
+            })
     }
 }
 
@@ -86,11 +102,16 @@ pub struct QueryParams<T>(pub T);
 impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for QueryParams<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(q)| QueryParams(q))
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::InvalidRequest(format!("invalid query string: {}", e.body_text()))
+            })
     }
 }
 
@@ -109,7 +130,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CreateAs {
                 .and_then(|v| v.parse().ok())
                 .map(|mode| CreateAs(Some(mode)))
                 .ok_or_else(|| {
-                    ApiError::InvalidRequest("roost-durability must be durable, buffered or memory".into())
+                    ApiError::InvalidRequest(
+                        "roost-durability must be durable, buffered or memory".into(),
+                    )
                 }),
         }
     }

@@ -34,7 +34,9 @@ impl NodeInfo {
     /// A single machine serving every region it knows: its own and the default.
     pub fn single(machine_id: String, region: String, default_region: Option<String>) -> Self {
         let default_region = default_region.unwrap_or_else(|| region.clone());
-        let regions = [region.clone(), default_region.clone()].into_iter().collect();
+        let regions = [region.clone(), default_region.clone()]
+            .into_iter()
+            .collect();
         NodeInfo {
             machine_id,
             region,
@@ -65,25 +67,36 @@ pub fn app(state: Arc<AppState>) -> Router {
     let body_limit = state.engine.config().limits.max_body_bytes;
     let api = Router::new()
         .route("/v1/actors", get(routes::actors::list))
-        .route("/v1/actors/{id}", get(routes::actors::describe).delete(routes::actors::destroy))
+        .route(
+            "/v1/actors/{id}",
+            get(routes::actors::describe).delete(routes::actors::destroy),
+        )
         .route("/v1/actors/{id}/sql", post(routes::sql::run))
         .route("/v1/actors/{id}/kv", get(routes::kv::list))
         .route(
             "/v1/actors/{id}/kv/{key}",
-            get(routes::kv::get).put(routes::kv::put).delete(routes::kv::delete),
+            get(routes::kv::get)
+                .put(routes::kv::put)
+                .delete(routes::kv::delete),
         )
         .route(
             "/v1/actors/{id}/counters/{name}",
             get(routes::counters::get).post(routes::counters::add),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
         .merge(api)
         .fallback(routes::health::no_route)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::map_response_with_state(state.clone(), served_by))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            served_by,
+        ))
         .with_state(state)
 }
 

@@ -45,10 +45,22 @@ impl ApiError {
                 E::Sql(_) => (S::BAD_REQUEST, "sql-error", "SQL error"),
                 E::SqlDenied(_) => (S::FORBIDDEN, "sql-denied", "SQL denied"),
                 E::QueryTimeout(_) => (S::REQUEST_TIMEOUT, "query-timeout", "Query timed out"),
-                E::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
-                E::VersionMismatch(_) => (S::PRECONDITION_FAILED, "version-mismatch", "Version mismatch"),
+                E::TooLarge(_) => (
+                    S::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Payload too large",
+                ),
+                E::VersionMismatch(_) => (
+                    S::PRECONDITION_FAILED,
+                    "version-mismatch",
+                    "Version mismatch",
+                ),
                 E::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
-                E::InsufficientStorage(_) => (S::INSUFFICIENT_STORAGE, "insufficient-storage", "Insufficient storage"),
+                E::InsufficientStorage(_) => (
+                    S::INSUFFICIENT_STORAGE,
+                    "insufficient-storage",
+                    "Insufficient storage",
+                ),
                 E::Closed => (S::SERVICE_UNAVAILABLE, "owner-unavailable", "Shutting down"),
                 E::InvalidConfig(_) | E::Io(_) | E::Internal(_) => {
                     (S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
@@ -57,7 +69,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::InvalidRequest(_) => (S::BAD_REQUEST, "invalid-request", "Invalid request"),
-            ApiError::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            ApiError::PayloadTooLarge(_) => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
         }
     }
@@ -77,7 +93,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -129,20 +129,46 @@ mod tests {
     #[test]
     fn dangerous_actions_are_denied() {
         assert!(!permitted(&A::Attach { filename: "/etc/x" }));
-        assert!(!permitted(&A::Function { function_name: "LOAD_EXTENSION" }));
-        assert!(!permitted(&A::Pragma { pragma_name: "journal_mode", pragma_value: Some("off") }));
-        assert!(!permitted(&A::Pragma { pragma_name: "synchronous", pragma_value: None }));
-        assert!(!permitted(&A::Pragma { pragma_name: "page_size", pragma_value: Some("512") }));
-        assert!(!permitted(&A::Insert { table_name: "_roost_kv" }));
-        assert!(!permitted(&A::DropTable { table_name: "_ROOST_meta" }));
+        assert!(!permitted(&A::Function {
+            function_name: "LOAD_EXTENSION"
+        }));
+        assert!(!permitted(&A::Pragma {
+            pragma_name: "journal_mode",
+            pragma_value: Some("off")
+        }));
+        assert!(!permitted(&A::Pragma {
+            pragma_name: "synchronous",
+            pragma_value: None
+        }));
+        assert!(!permitted(&A::Pragma {
+            pragma_name: "page_size",
+            pragma_value: Some("512")
+        }));
+        assert!(!permitted(&A::Insert {
+            table_name: "_roost_kv"
+        }));
+        assert!(!permitted(&A::DropTable {
+            table_name: "_ROOST_meta"
+        }));
     }
 
     #[test]
     fn ordinary_work_is_allowed() {
         assert!(permitted(&A::Insert { table_name: "t" }));
-        assert!(permitted(&A::Function { function_name: "randomblob" }));
-        assert!(permitted(&A::Pragma { pragma_name: "table_info", pragma_value: Some("t") }));
-        assert!(permitted(&A::Pragma { pragma_name: "user_version", pragma_value: Some("3") }));
-        assert!(permitted(&A::Read { table_name: "_roost_kv", column_name: "key" }));
+        assert!(permitted(&A::Function {
+            function_name: "randomblob"
+        }));
+        assert!(permitted(&A::Pragma {
+            pragma_name: "table_info",
+            pragma_value: Some("t")
+        }));
+        assert!(permitted(&A::Pragma {
+            pragma_name: "user_version",
+            pragma_value: Some("3")
+        }));
+        assert!(permitted(&A::Read {
+            table_name: "_roost_kv",
+            column_name: "key"
+        }));
     }
 }

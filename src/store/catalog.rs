@@ -58,8 +58,11 @@ impl Catalog {
 
     pub fn unregister(&self, id: &str) -> Result<(), EngineError> {
         let conn = self.conn.lock();
-        block_on(conn.execute("DELETE FROM actors WHERE id = ?1", [Value::Text(id.to_owned())]))
-            .map_err(err)?;
+        block_on(conn.execute(
+            "DELETE FROM actors WHERE id = ?1",
+            [Value::Text(id.to_owned())],
+        ))
+        .map_err(err)?;
         Ok(())
     }
 
@@ -81,7 +84,12 @@ impl Catalog {
     }
 
     /// IDs in order, after `after`, starting with `prefix`, at most `limit`.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, EngineError> {
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, EngineError> {
         let conn = self.conn.lock();
         let lower = match after {
             Some(after) if after >= prefix => after.to_owned(),

@@ -20,7 +20,9 @@ impl ActorDb {
     /// Adds `by` to the counter and returns its new value.
     pub fn counter_add(&mut self, name: &str, by: i64) -> Result<i64, EngineError> {
         let value = self.counter_get(name)?.checked_add(by).ok_or_else(|| {
-            EngineError::InvalidRequest(format!("counter {name:?} would overflow a signed 64-bit value"))
+            EngineError::InvalidRequest(format!(
+                "counter {name:?} would overflow a signed 64-bit value"
+            ))
         })?;
         self.exec(
             "INSERT INTO _roost_counters (name, value) VALUES (?1, ?2)

@@ -52,7 +52,10 @@ pub struct ListQuery {
 pub struct ListItem {
     pub key: String,
     pub version: i64,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "value_as_text")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "value_as_text"
+    )]
     pub value: Option<Vec<u8>>,
 }
 
@@ -70,7 +73,8 @@ fn value_as_text<S: serde::Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<
         Some(Ok(text)) => s.serialize_str(text),
         Some(Err(_)) => {
             let mut map = s.serialize_map(Some(1))?;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_deref().unwrap_or_default());
+            let b64 = base64::engine::general_purpose::STANDARD
+                .encode(value.as_deref().unwrap_or_default());
             map.serialize_entry("base64", &b64)?;
             map.end()
         }
@@ -116,7 +120,11 @@ impl ActorDb {
     }
 
     /// Deletes `key` if `precondition` holds; returns whether it existed.
-    pub fn kv_delete(&mut self, key: &str, precondition: Precondition) -> Result<bool, EngineError> {
+    pub fn kv_delete(
+        &mut self,
+        key: &str,
+        precondition: Precondition,
+    ) -> Result<bool, EngineError> {
         self.check_precondition(key, precondition)?;
         let deleted = self.exec(
             "DELETE FROM _roost_kv WHERE key = ?1",
@@ -125,7 +133,11 @@ impl ActorDb {
         Ok(deleted > 0)
     }
 
-    fn check_precondition(&mut self, key: &str, precondition: Precondition) -> Result<(), EngineError> {
+    fn check_precondition(
+        &mut self,
+        key: &str,
+        precondition: Precondition,
+    ) -> Result<(), EngineError> {
         if precondition == Precondition::None {
             return Ok(());
         }
@@ -138,9 +150,9 @@ impl ActorDb {
         let current = current.as_ref().map(as_i64).transpose()?;
         match (precondition, current) {
             (Precondition::Version(want), Some(have)) if want == have => Ok(()),
-            (Precondition::Version(want), Some(have)) => Err(EngineError::VersionMismatch(format!(
-                "key is at version {have}, not {want}"
-            ))),
+            (Precondition::Version(want), Some(have)) => Err(EngineError::VersionMismatch(
+                format!("key is at version {have}, not {want}"),
+            )),
             (Precondition::Version(want), None) => Err(EngineError::VersionMismatch(format!(
                 "key does not exist (expected version {want})"
             ))),
@@ -163,7 +175,10 @@ impl ActorDb {
     }
 
     pub fn kv_list(&mut self, query: &ListQuery) -> Result<ListPage, EngineError> {
-        let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, MAX_LIST_LIMIT);
+        let limit = query
+            .limit
+            .unwrap_or(DEFAULT_LIST_LIMIT)
+            .clamp(1, MAX_LIST_LIMIT);
         let mut clauses: Vec<&str> = Vec::new();
         let mut params: Vec<Value> = Vec::new();
         let mut bound = |clause: &'static str, key: Vec<u8>, params: &mut Vec<Value>| {
@@ -187,7 +202,11 @@ impl ActorDb {
             let clause = if query.reverse { "key < ?" } else { "key > ?" };
             bound(clause, after, &mut params);
         }
-        let columns = if query.values { "key, version, value" } else { "key, version" };
+        let columns = if query.values {
+            "key, version, value"
+        } else {
+            "key, version"
+        };
         let filter = if clauses.is_empty() {
             String::new()
         } else {
@@ -210,18 +229,28 @@ impl ActorDb {
                 let key = match row.get_value(0).map_err(|e| self.error(e))? {
                     Value::Blob(k) => String::from_utf8(k)
                         .map_err(|_| EngineError::Internal("kv key is not UTF-8".into()))?,
-                    other => return Err(EngineError::Internal(format!("corrupt kv key {other:?}"))),
+                    other => {
+                        return Err(EngineError::Internal(format!("corrupt kv key {other:?}")))
+                    }
                 };
                 let version = as_i64(&row.get_value(1).map_err(|e| self.error(e))?)?;
                 let value = if query.values {
                     match row.get_value(2).map_err(|e| self.error(e))? {
                         Value::Blob(v) => Some(v),
-                        other => return Err(EngineError::Internal(format!("corrupt kv value {other:?}"))),
+                        other => {
+                            return Err(EngineError::Internal(format!(
+                                "corrupt kv value {other:?}"
+                            )))
+                        }
                     }
                 } else {
                     None
                 };
-                items.push(ListItem { key, version, value });
+                items.push(ListItem {
+                    key,
+                    version,
+                    value,
+                });
             }
         }
         let cursor = match (more, items.last()) {

@@ -14,8 +14,8 @@ pub mod sql;
 pub mod value;
 
 use crate::config::{Durability, Limits};
-use crate::error::EngineError;
 use crate::engine::watchdog::QuerySlot;
+use crate::error::EngineError;
 use authorizer::UserSqlGate;
 use futures::executor::block_on;
 use libsql::{params::IntoParams, Connection, Database, Statement, Value};
@@ -77,7 +77,8 @@ impl ActorDb {
         let conn = db.connect().map_err(open_error)?;
         let gate = UserSqlGate::default();
         conn.authorizer(Some(gate.hook())).map_err(open_error)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_error)?;
         let slot = slot_for(conn.clone());
         let mut db = ActorDb {
             _db: db,
@@ -145,7 +146,9 @@ impl ActorDb {
             "SELECT value FROM _roost_meta WHERE key = ?1",
             [Value::Text(key.to_owned())],
         )?;
-        Ok(row.and_then(|r| r.into_iter().next()).unwrap_or(Value::Null))
+        Ok(row
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or(Value::Null))
     }
 
     fn pragma(&mut self, sql: &str) -> Result<(), EngineError> {
@@ -181,7 +184,11 @@ impl ActorDb {
             while let Some(row) = block_on(rows.next())? {
                 if first.is_none() {
                     let width = row.column_count();
-                    first = Some((0..width).map(|i| row.get_value(i)).collect::<Result<Vec<_>, _>>()?);
+                    first = Some(
+                        (0..width)
+                            .map(|i| row.get_value(i))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    );
                 }
             }
             Ok(first)
@@ -313,6 +320,8 @@ fn sync_parent_dir(file: &Path) -> Result<(), EngineError> {
 pub(crate) fn as_i64(value: &Value) -> Result<i64, EngineError> {
     match value {
         Value::Integer(i) => Ok(*i),
-        other => Err(EngineError::Internal(format!("expected an integer, found {other:?}"))),
+        other => Err(EngineError::Internal(format!(
+            "expected an integer, found {other:?}"
+        ))),
     }
 }

@@ -66,7 +66,10 @@ fn next_token(bytes: &[u8], pos: usize) -> (Token, usize) {
             (Token::Space, end)
         }
         b'-' if rest.get(1) == Some(&b'-') => {
-            let end = rest.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| pos + i + 1);
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| pos + i + 1);
             (Token::Space, end)
         }
         b'[' => (Token::Other, close_at(bytes, pos, b']')),
@@ -119,8 +122,14 @@ mod tests {
 
     #[test]
     fn semicolons_inside_quotes_and_comments_do_not_split() {
-        assert_eq!(split("SELECT 'a;b', \"c;d\", [e;f], `g;h`"), ["SELECT 'a;b', \"c;d\", [e;f], `g;h`"]);
-        assert_eq!(split("SELECT 1 -- x; y\n; SELECT /* ; */ 2"), ["SELECT 1 -- x; y\n;", "SELECT /* ; */ 2"]);
+        assert_eq!(
+            split("SELECT 'a;b', \"c;d\", [e;f], `g;h`"),
+            ["SELECT 'a;b', \"c;d\", [e;f], `g;h`"]
+        );
+        assert_eq!(
+            split("SELECT 1 -- x; y\n; SELECT /* ; */ 2"),
+            ["SELECT 1 -- x; y\n;", "SELECT /* ; */ 2"]
+        );
         assert_eq!(split("SELECT 'it''s; fine'"), ["SELECT 'it''s; fine'"]);
     }
 

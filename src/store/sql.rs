@@ -123,7 +123,9 @@ impl ActorDb {
         if starts_with_keyword(sql, "vacuum") {
             // VACUUM INTO would write outside the actor; plain VACUUM cannot
             // run inside the engine's transaction. The engine owns both.
-            return Err(EngineError::SqlDenied("VACUUM is not available to user SQL".into()));
+            return Err(EngineError::SqlDenied(
+                "VACUUM is not available to user SQL".into(),
+            ));
         }
         let changes_before = self.conn.total_changes();
         self.gate.set_user(true);
@@ -136,13 +138,16 @@ impl ActorDb {
         let outcome = {
             let _armed = self.slot.arm(timeout);
             (|| -> Result<(), EngineError> {
-                let mut cursor = block_on(stmt.query(params.to_libsql())).map_err(|e| self.error(e))?;
+                let mut cursor =
+                    block_on(stmt.query(params.to_libsql())).map_err(|e| self.error(e))?;
                 while let Some(row) = block_on(cursor.next()).map_err(|e| self.error(e))? {
                     let mut values = Vec::with_capacity(columns.len());
                     for i in 0..columns.len() as i32 {
                         let value = SqlValue(row.get_value(i).map_err(|e| self.error(e))?);
                         *budget = budget.checked_sub(value.encoded_len()).ok_or_else(|| {
-                            EngineError::TooLarge("the result set exceeds the response size limit".into())
+                            EngineError::TooLarge(
+                                "the result set exceeds the response size limit".into(),
+                            )
                         })?;
                         values.push(value);
                     }
@@ -169,7 +174,10 @@ fn starts_with_keyword(sql: &str, keyword: &str) -> bool {
     let head = sql.trim_start();
     head.len() >= keyword.len()
         && head.as_bytes()[..keyword.len()].eq_ignore_ascii_case(keyword.as_bytes())
-        && !head.as_bytes().get(keyword.len()).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && !head
+            .as_bytes()
+            .get(keyword.len())
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
 #[cfg(test)]
@@ -178,11 +186,13 @@ mod tests {
 
     #[test]
     fn both_request_shapes_parse() {
-        let single: SqlRequest = serde_json::from_str(r#"{"sql": "SELECT ?", "params": [1]}"#).unwrap();
+        let single: SqlRequest =
+            serde_json::from_str(r#"{"sql": "SELECT ?", "params": [1]}"#).unwrap();
         assert_eq!(single.statements().len(), 1);
-        let batch: SqlRequest =
-            serde_json::from_str(r#"{"statements": [{"sql": "SELECT 1"}, {"sql": "SELECT :x", "params": {"x": 2}}]}"#)
-                .unwrap();
+        let batch: SqlRequest = serde_json::from_str(
+            r#"{"statements": [{"sql": "SELECT 1"}, {"sql": "SELECT :x", "params": {"x": 2}}]}"#,
+        )
+        .unwrap();
         assert_eq!(batch.statements().len(), 2);
         assert!(serde_json::from_str::<SqlRequest>(r#"{"sql": 5}"#).is_err());
         assert!(serde_json::from_str::<SqlRequest>(r#"{"statements": "x"}"#).is_err());

@@ -86,13 +86,24 @@ mod tests {
 
     #[test]
     fn extreme_integers_stay_exact() {
-        assert_eq!(round_trip(Value::Integer(i64::MAX)), Value::Integer(i64::MAX));
-        assert_eq!(round_trip(Value::Integer(i64::MIN)), Value::Integer(i64::MIN));
+        assert_eq!(
+            round_trip(Value::Integer(i64::MAX)),
+            Value::Integer(i64::MAX)
+        );
+        assert_eq!(
+            round_trip(Value::Integer(i64::MIN)),
+            Value::Integer(i64::MIN)
+        );
     }
 
     #[test]
     fn unrepresentable_json_is_rejected() {
-        for bad in ["18446744073709551615", "[1]", "{\"x\":1}", "{\"base64\":\"!!\"}"] {
+        for bad in [
+            "18446744073709551615",
+            "[1]",
+            "{\"x\":1}",
+            "{\"base64\":\"!!\"}",
+        ] {
             assert!(serde_json::from_str::<SqlValue>(bad).is_err(), "{bad}");
         }
     }

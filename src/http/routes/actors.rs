@@ -23,7 +23,10 @@ pub struct ActorDescription {
     open: bool,
 }
 
-pub async fn describe(State(state): State<Arc<AppState>>, target: Target) -> Result<Json<ActorDescription>, ApiError> {
+pub async fn describe(
+    State(state): State<Arc<AppState>>,
+    target: Target,
+) -> Result<Json<ActorDescription>, ApiError> {
     let engine = state.engine.clone();
     let actor = target.actor.clone();
     let info = tokio::task::spawn_blocking(move || engine.info(&actor))
@@ -39,7 +42,10 @@ pub async fn describe(State(state): State<Arc<AppState>>, target: Target) -> Res
     }))
 }
 
-pub async fn destroy(State(state): State<Arc<AppState>>, target: Target) -> Result<StatusCode, ApiError> {
+pub async fn destroy(
+    State(state): State<Arc<AppState>>,
+    target: Target,
+) -> Result<StatusCode, ApiError> {
     state.engine.destroy(&target.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -77,7 +83,9 @@ pub async fn list(
                 .ok()
                 .and_then(|raw| String::from_utf8(raw).ok())
                 .and_then(|id| ActorId::parse(&id).ok())
-                .ok_or_else(|| ApiError::InvalidRequest("cursor is not one this server issued".into()))
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest("cursor is not one this server issued".into())
+                })
         })
         .transpose()?;
     let engine = state.engine.clone();

@@ -31,11 +31,20 @@ pub async fn add(
     JsonBody(body): JsonBody<AddBody>,
 ) -> Result<Json<CounterValue>, ApiError> {
     let name = target.name()?;
-    let value = state.engine.counter_add(&target.actor, name, body.by, create_as).await?;
+    let value = state
+        .engine
+        .counter_add(&target.actor, name, body.by, create_as)
+        .await?;
     Ok(Json(CounterValue { value }))
 }
 
-pub async fn get(State(state): State<Arc<AppState>>, target: Target) -> Result<Json<CounterValue>, ApiError> {
-    let value = state.engine.counter_get(&target.actor, target.name()?).await?;
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    target: Target,
+) -> Result<Json<CounterValue>, ApiError> {
+    let value = state
+        .engine
+        .counter_get(&target.actor, target.name()?)
+        .await?;
     Ok(Json(CounterValue { value }))
 }

@@ -23,7 +23,9 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     if let Some(value) = headers.get(IF_NONE_MATCH) {
         return match value.to_str() {
             Ok("*") => Ok(Precondition::Absent),
-            _ => Err(ApiError::InvalidRequest("If-None-Match supports only `*`".into())),
+            _ => Err(ApiError::InvalidRequest(
+                "If-None-Match supports only `*`".into(),
+            )),
         };
     }
     let Some(value) = headers.get(IF_MATCH) else {
@@ -32,10 +34,9 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     let text = value.to_str().unwrap_or_default().trim();
     let text = text.strip_prefix("W/").unwrap_or(text);
     let version = text.trim_matches('"');
-    version
-        .parse()
-        .map(Precondition::Version)
-        .map_err(|_| ApiError::InvalidRequest(format!("If-Match must be a version ETag, got {text:?}")))
+    version.parse().map(Precondition::Version).map_err(|_| {
+        ApiError::InvalidRequest(format!("If-Match must be a version ETag, got {text:?}"))
+    })
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, target: Target) -> Result<Response, ApiError> {
@@ -44,7 +45,10 @@ pub async fn get(State(state): State<Arc<AppState>>, target: Target) -> Result<R
         Some(entry) => Ok((
             [
                 (ETAG, etag(entry.version)),
-                (CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                (
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
             ],
             entry.value,
         )
@@ -63,7 +67,13 @@ pub async fn put(
     let condition = precondition(&headers)?;
     let version = state
         .engine
-        .kv_put(&target.actor, target.name()?, body.to_vec(), condition, create_as)
+        .kv_put(
+            &target.actor,
+            target.name()?,
+            body.to_vec(),
+            condition,
+            create_as,
+        )
         .await?;
     Ok(([(ETAG, etag(version))], Json(json!({"version": version}))).into_response())
 }
@@ -74,7 +84,10 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let condition = precondition(&headers)?;
-    state.engine.kv_delete(&target.actor, target.name()?, condition).await?;
+    state
+        .engine
+        .kv_delete(&target.actor, target.name()?, condition)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

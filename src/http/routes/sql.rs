@@ -14,5 +14,7 @@ pub async fn run(
     CreateAs(create_as): CreateAs,
     JsonBody(request): JsonBody<SqlRequest>,
 ) -> Result<Json<SqlResponse>, ApiError> {
-    Ok(Json(state.engine.sql(&target.actor, request, create_as).await?))
+    Ok(Json(
+        state.engine.sql(&target.actor, request, create_as).await?,
+    ))
 }

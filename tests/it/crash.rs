@@ -1,0 +1,217 @@
+//! Real `roost serve` processes: `kill -9` loses no acknowledged durable
+//! write, SIGTERM loses no buffered write, and unsafe start-ups are refused.
+
+use crate::harness::{seg, Process};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Acked {
+    /// Highest acknowledged value per (actor, counter).
+    counters: HashMap<String, i64>,
+    /// Acknowledged KV puts: (actor, key) → value.
+    puts: HashMap<(String, String), String>,
+}
+
+/// Writers that record every acknowledged result until the server dies.
+async fn write_until_dead(process_url: String, writers: usize, acked: Arc<Mutex<Acked>>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (client, acked, base) = (client.clone(), acked.clone(), process_url.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0.. {
+                let actor = format!("crash-{}", (w + n) % 4);
+                let result = if n % 2 == 0 {
+                    let url = format!("{base}/v1/actors/{}/counters/hits", seg(&actor));
+                    match client.post(url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let value = r
+                                .json::<serde_json::Value>()
+                                .await
+                                .ok()
+                                .and_then(|v| v["value"].as_i64());
+                            value.map(|v| {
+                                let mut acked = acked.lock().unwrap();
+                                let best = acked.counters.entry(actor.clone()).or_default();
+                                *best = (*best).max(v);
+                            })
+                        }
+                        _ => None,
+                    }
+                } else {
+                    let key = format!("w{w}-{n}");
+                    let url = format!("{base}/v1/actors/{}/kv/{key}", seg(&actor));
+                    match client.put(url).body(format!("value-{w}-{n}")).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .puts
+                                .insert((actor.clone(), key), format!("value-{w}-{n}"));
+                            Some(())
+                        }
+                        _ => None,
+                    }
+                };
+                if result.is_none() {
+                    return;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn verify(process: &Process, acked: &Acked) -> usize {
+    let client = reqwest::Client::new();
+    for (actor, min) in &acked.counters {
+        let body: serde_json::Value = client
+            .get(process.actor(actor, "/counters/hits"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            body["value"].as_i64().unwrap() >= *min,
+            "{actor}: acknowledged {min}, found {body}"
+        );
+    }
+    for ((actor, key), value) in &acked.puts {
+        let got = client
+            .get(process.actor(actor, &format!("/kv/{key}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.status(),
+            200,
+            "acknowledged put {actor}/{key} is missing"
+        );
+        assert_eq!(&got.text().await.unwrap(), value);
+    }
+    acked.counters.len() + acked.puts.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_concurrent_durable_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for cycle in 0..3 {
+        let mut process = Process::start(dir.path(), &["--durability", "durable"]);
+        let acked = Arc::new(Mutex::new(Acked::default()));
+        let writers = tokio::spawn(write_until_dead(process.url.clone(), 16, acked.clone()));
+        tokio::time::sleep(Duration::from_millis(700 + 300 * cycle)).await;
+        process.kill9();
+        writers.await.unwrap();
+        let acked = std::mem::take(&mut *acked.lock().unwrap());
+        assert!(
+            acked.puts.len() > 50,
+            "cycle {cycle}: too few writes to mean anything"
+        );
+        let restarted = Process::start(dir.path(), &[]);
+        let checked = verify(&restarted, &acked).await;
+        assert!(checked > 50);
+        drop(restarted);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_buffered_mode_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = Process::start(
+        dir.path(),
+        &[
+            "--durability",
+            "buffered",
+            "--flush-interval-ms",
+            "600000",
+            "--flush-max-ops",
+            "1000000",
+        ],
+    );
+    let client = reqwest::Client::new();
+    let mut acked = Acked::default();
+    for i in 0..200 {
+        let actor = format!("buf-{}", i % 5);
+        let r = client
+            .post(process.actor(&actor, "/counters/hits"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let value = r.json::<serde_json::Value>().await.unwrap()["value"]
+            .as_i64()
+            .unwrap();
+        acked.counters.insert(actor.clone(), value);
+        let key = format!("k{i}");
+        let r = client
+            .put(process.actor(&actor, &format!("/kv/{key}")))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        acked.puts.insert((actor, key), format!("v{i}"));
+    }
+    let status = process.terminate();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}"
+    );
+    let restarted = Process::start(dir.path(), &[]);
+    assert_eq!(verify(&restarted, &acked).await, 205);
+    for (actor, value) in &acked.counters {
+        let body: serde_json::Value = client
+            .get(restarted.actor(actor, "/counters/hits"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            body["value"].as_i64(),
+            Some(*value),
+            "exact, not just at least"
+        );
+    }
+}
+
+#[test]
+fn non_loopback_listen_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("ROOST_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("without a token"), "{stderr}");
+}
+
+#[test]
+fn an_unwritable_data_dir_fails_at_start_up() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/proc/roost-cannot-live-here",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("data dir"), "{stderr}");
+}

@@ -1,0 +1,193 @@
+//! Starting servers for tests: in-process (an engine plus the axum app on
+//! 127.0.0.1:0) or as a real `roost serve` child process.
+
+use roost::http::{AppState, NodeInfo};
+use roost::{Engine, EngineConfig};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use tempfile::TempDir;
+
+/// Percent-encodes one path segment (everything but unreserved characters).
+pub fn seg(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub engine: Arc<Engine>,
+    pub dir: TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(|_| {}, None).await
+    }
+
+    pub async fn with(tune: impl FnOnce(&mut EngineConfig), token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = EngineConfig {
+            data_dir: dir.path().join("data"),
+            ..EngineConfig::default()
+        };
+        tune(&mut config);
+        let engine = Arc::new(Engine::open(config).expect("engine opens"));
+        let state = Arc::new(AppState {
+            engine: engine.clone(),
+            node: NodeInfo::single("test-machine".into(), "local".into(), None),
+            token: token.map(str::to_owned),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(roost::http::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            url,
+            client: reqwest::Client::new(),
+            engine,
+            dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// `/v1/actors/<id>` plus `rest`, with the ID percent-encoded.
+    pub fn actor(&self, id: &str, rest: &str) -> String {
+        format!("{}/v1/actors/{}{}", self.url, seg(id), rest)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn add(&self, id: &str, counter: &str, by: i64) -> i64 {
+        let response = self
+            .client
+            .post(self.actor(id, &format!("/counters/{}", seg(counter))))
+            .json(&serde_json::json!({"by": by}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.expect("json")["value"]
+            .as_i64()
+            .expect("value")
+    }
+
+    pub async fn counter(&self, id: &str, counter: &str) -> i64 {
+        let url = self.actor(id, &format!("/counters/{}", seg(counter)));
+        let body: Value = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        body["value"].as_i64().expect("value")
+    }
+
+    pub async fn sql(&self, id: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.actor(id, "/sql"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The problem code of an error body (`urn:roost:error:<code>`).
+pub fn code(problem: &Value) -> &str {
+    problem["type"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("urn:roost:error:"))
+        .unwrap_or("<no problem type>")
+}
+
+/// A real `roost serve` process.
+pub struct Process {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Process {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn roost serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read banner");
+        let url = line
+            .trim()
+            .strip_prefix("roost: listening on ")
+            .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
+            .to_owned();
+        Process { child, url }
+    }
+
+    pub fn actor(&self, id: &str, rest: &str) -> String {
+        format!("{}/v1/actors/{}{}", self.url, seg(id), rest)
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,116 @@
+//! Actors are closed when idle or least recently used and reopen with their
+//! state; buffered actors keep acknowledged writes across SQLite's own
+//! rollbacks and across engine restarts.
+
+use crate::harness::{code, TestServer};
+use roost::{ActorId, Durability, Engine, EngineConfig};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_recently_used_actors_close_and_reopen_with_their_state() {
+    let server = TestServer::with(|c| c.max_open_actors = 3, None).await;
+    for round in 1..=3 {
+        for i in 0..10 {
+            assert_eq!(server.add(&format!("lru-{i}"), "n", 1).await, round);
+        }
+        assert!(server.engine.open_actors() <= 3);
+    }
+    for i in 0..10 {
+        assert_eq!(server.counter(&format!("lru-{i}"), "n").await, 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_are_closed() {
+    let server = TestServer::with(|c| c.idle_timeout_ms = 100, None).await;
+    server.add("sleepy", "n", 5).await;
+    assert_eq!(server.engine.open_actors(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.engine.open_actors(), 0);
+    let wal = std::fs::read_dir(server.data_dir().join("actors"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with("-wal")
+        })
+        .count();
+    assert_eq!(wal, 0, "a closed actor leaves no WAL behind");
+    assert_eq!(server.counter("sleepy", "n").await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_writes_survive_an_interrupted_write_in_the_same_transaction() {
+    let server = TestServer::with(
+        |c| {
+            c.durability = Durability::Buffered;
+            c.flush_interval_ms = 60_000;
+            c.limits.query_timeout_ms = 200;
+        },
+        None,
+    )
+    .await;
+    let (status, _) = server
+        .sql("buf", json!({"sql": "CREATE TABLE big (x)"}))
+        .await;
+    assert_eq!(status, 200);
+    for i in 1..=50 {
+        assert_eq!(server.add("buf", "n", 1).await, i);
+    }
+    // These 50 acknowledged increments sit in the open transaction that the
+    // interrupted INSERT makes SQLite roll back.
+    let (status, body) = server
+        .sql("buf", json!({"sql": "INSERT INTO big WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"}))
+        .await;
+    assert_eq!((status, code(&body)), (408, "query-timeout"));
+    assert_eq!(server.counter("buf", "n").await, 50);
+    let (_, body) = server
+        .sql("buf", json!({"sql": "SELECT count(*) FROM big"}))
+        .await;
+    assert_eq!(body["results"][0]["rows"][0][0], 0);
+}
+
+#[test]
+fn engine_shutdown_flushes_buffered_actors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        durability: Durability::Buffered,
+        flush_interval_ms: 3_600_000,
+        flush_max_ops: 1_000_000,
+        ..EngineConfig::default()
+    };
+    let ids: Vec<ActorId> = (0..20)
+        .map(|i| ActorId::parse(&format!("a{i}")).unwrap())
+        .collect();
+    {
+        let engine = Engine::open(config.clone()).unwrap();
+        for id in &ids {
+            for _ in 0..25 {
+                futures::executor::block_on(engine.counter_add(id, "n".into(), 1, None)).unwrap();
+            }
+        }
+        assert!(engine.shutdown(Duration::from_secs(30)));
+    }
+    let engine = Engine::open(config).unwrap();
+    for id in &ids {
+        assert_eq!(
+            futures::executor::block_on(engine.counter_get(id, "n".into())).unwrap(),
+            25
+        );
+    }
+    assert!(matches!(
+        futures::executor::block_on(engine.counter_add(&ids[0], "n".into(), 1, None)),
+        Ok(26)
+    ));
+    engine.shutdown(Duration::from_secs(30));
+    assert!(matches!(
+        futures::executor::block_on(engine.counter_add(&ids[0], "n".into(), 1, None)),
+        Err(roost::EngineError::Closed)
+    ));
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real servers on port 0, real HTTP, real libSQL files,
+//! and real `roost serve` processes for crash and shutdown tests.
+
+mod api;
+mod crash;
+mod harness;
+mod hostile;
+mod lifecycle;
