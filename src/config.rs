@@ -177,6 +177,18 @@ pub struct ServeArgs {
     /// Full-access bearer token; without one, only loopback addresses are served.
     #[arg(long, env = "ROOST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// HS256 secret for scoped JWTs (`{"actors": ["room-*"], "perm": "r"|"rw", "exp"}`).
+    #[arg(long, env = "ROOST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Longest one request may take before it is abandoned (408).
+    #[arg(long, env = "ROOST_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more wait their turn.
+    #[arg(long, env = "ROOST_MAX_CONCURRENT_REQUESTS", default_value_t = 4096)]
+    pub max_concurrent_requests: usize,
+    /// Log one `roost::access` event per request (request id, actor, status, latency).
+    #[arg(long, env = "ROOST_ACCESS_LOG")]
+    pub access_log: bool,
     /// Longest a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "ROOST_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
     pub shutdown_timeout_ms: u64,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use actor_id::ActorId;
 pub use config::{Durability, EngineConfig, Limits};

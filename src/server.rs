@@ -3,7 +3,7 @@
 
 use crate::config::{LogFormat, ServeArgs};
 use crate::engine::Engine;
-use crate::http::{self, AppState, NodeInfo};
+use crate::http::{self, AppState, AuthConfig, HttpLimits, NodeInfo};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +11,10 @@ use std::time::Duration;
 /// Runs the server until SIGTERM/SIGINT; returns once everything is flushed.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    if args.token.is_none() && !args.listen.ip().is_loopback() {
+    if args.token.is_none() && args.jwt_secret.is_none() && !args.listen.ip().is_loopback() {
         anyhow::bail!(
-            "refusing to listen on {} without a token: set ROOST_TOKEN (or --token), \
-             or listen on a loopback address such as 127.0.0.1",
+            "refusing to listen on {} without a token: set ROOST_TOKEN (or --token) or \
+             ROOST_JWT_SECRET, or listen on a loopback address such as 127.0.0.1",
             args.listen
         );
     }
@@ -39,7 +39,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         engine: engine.clone(),
         node: node.clone(),
-        token: args.token.clone(),
+        auth: AuthConfig {
+            token: args.token.clone(),
+            jwt_secret: args.jwt_secret.clone(),
+        },
+        limits: HttpLimits {
+            request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+            max_concurrent_requests: args.max_concurrent_requests,
+            access_log: args.access_log,
+        },
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

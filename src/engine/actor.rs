@@ -18,6 +18,7 @@ use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
 use crate::store::{ActorDb, Location};
+use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,10 +118,22 @@ impl Actor {
             create_as,
             reply,
         } = msg;
-        if matches!(op, Op::Destroy) {
-            self.settle();
-            reply(self.destroy());
-            return;
+        match op {
+            Op::Destroy => {
+                self.settle();
+                return reply(self.destroy());
+            }
+            Op::Export => {
+                self.settle();
+                return reply(self.export());
+            }
+            Op::Import { path } => {
+                self.settle();
+                let result = self.import(&path, create_as);
+                let _ = std::fs::remove_file(&path);
+                return reply(result);
+            }
+            _ => {}
         }
         if self.db.is_none() {
             match self.open(
@@ -130,11 +143,9 @@ impl Actor {
                 Ok(true) => {}
                 Ok(false) => {
                     let absent = op.answer_when_absent();
-                    reply(
-                        absent.ok_or_else(|| {
-                            EngineError::Internal("missing actor for a write".into())
-                        }),
-                    );
+                    reply(absent.ok_or_else(|| {
+                        EngineError::NotFound(format!("actor {} has no state", self.id))
+                    }));
                     return;
                 }
                 Err(err) => {
@@ -160,6 +171,8 @@ impl Actor {
                 let answered = Ok(output.clone());
                 reply(Ok(output));
                 if op.writes() {
+                    metrics::gauge!(telemetry::BUFFERED_OPS).increment(1.0);
+                    metrics::gauge!(telemetry::BUFFERED_BYTES).increment(op.approx_bytes() as f64);
                     self.pending.push(Pending {
                         op,
                         reply: None,
@@ -224,6 +237,7 @@ impl Actor {
 
     /// Re-applies the uncommitted ops after SQLite rolled back on its own.
     fn replay(&mut self) {
+        metrics::counter!(telemetry::TRANSACTION_REPLAYS).increment(1);
         let pending = std::mem::take(&mut self.pending);
         let mut lost = 0usize;
         for mut entry in pending {
@@ -265,7 +279,11 @@ impl Actor {
     fn commit_and_answer(&mut self) {
         let Some(db) = self.db.as_mut() else { return };
         let committed = if db.in_transaction() {
-            db.commit()
+            let started = Instant::now();
+            let result = db.commit();
+            metrics::histogram!(telemetry::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(telemetry::COMMIT_BATCH_OPS).record(self.pending.len() as f64);
+            result
         } else {
             Ok(())
         };
@@ -290,13 +308,17 @@ impl Actor {
             return;
         };
         if !db.in_transaction() {
-            self.pending.clear();
+            self.forget_pending();
             self.unflushed_since = None;
             return;
         }
-        match db.commit() {
+        let started = Instant::now();
+        let committed = db.commit();
+        metrics::histogram!(telemetry::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::COMMIT_BATCH_OPS).record(self.pending.len() as f64);
+        match committed {
             Ok(()) => {
-                self.pending.clear();
+                self.forget_pending();
                 self.unflushed_since = None;
             }
             Err(err) => {
@@ -307,6 +329,14 @@ impl Actor {
                 self.unflushed_since = Some(Instant::now());
             }
         }
+    }
+
+    /// Drops committed buffered writes, keeping the gauges true.
+    fn forget_pending(&mut self) {
+        let bytes: usize = self.pending.iter().map(|p| p.op.approx_bytes()).sum();
+        metrics::gauge!(telemetry::BUFFERED_OPS).decrement(self.pending.len() as f64);
+        metrics::gauge!(telemetry::BUFFERED_BYTES).decrement(bytes as f64);
+        self.pending.clear();
     }
 
     /// Commits whatever is open, whatever the mode (before destroy and close).
@@ -334,6 +364,76 @@ impl Actor {
         }
         self.inner.catalog.unregister(self.id.as_str())?;
         Ok(OpOutput::Existed(existed))
+    }
+
+    /// A consistent copy of the database, taken between ops.
+    fn export(&mut self) -> Result<OpOutput, EngineError> {
+        if self.db.is_none() && !self.open(None)? {
+            return Err(EngineError::NotFound(format!(
+                "actor {} has no state",
+                self.id
+            )));
+        }
+        let path = self.inner.temp_file("export");
+        let db = self
+            .db
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("actor is not open".into()))?;
+        match db.vacuum_into(&path) {
+            Ok(()) => Ok(OpOutput::File(path)),
+            Err(err) => {
+                let _ = std::fs::remove_file(&path);
+                Err(err)
+            }
+        }
+    }
+
+    /// Replaces the actor's state with the uploaded file, atomically: the
+    /// upload is validated first, then renamed over the actor's file.
+    fn import(
+        &mut self,
+        upload: &std::path::Path,
+        create_as: Option<Durability>,
+    ) -> Result<OpOutput, EngineError> {
+        let durability = match &self.db {
+            Some(db) => db.durability(),
+            None => self
+                .inner
+                .catalog
+                .durability(self.id.as_str())?
+                .filter(|_| self.file.exists())
+                .unwrap_or(create_as.unwrap_or(self.inner.config.durability)),
+        };
+        if durability == Durability::Memory {
+            return Err(EngineError::InvalidRequest(
+                "memory actors cannot import a file".into(),
+            ));
+        }
+        crate::store::transfer::prepare_import(
+            upload,
+            self.id.as_str(),
+            durability,
+            &self.inner.config.limits,
+        )?;
+        if let Some(db) = self.db.take() {
+            db.close();
+        }
+        for suffix in ["-wal", "-shm"] {
+            let mut path = self.file.clone().into_os_string();
+            path.push(suffix);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        self.inner.catalog.register(self.id.as_str(), durability)?;
+        if let Some(parent) = self.file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(upload, &self.file)?;
+        crate::store::sync_parent_dir(&self.file)?;
+        self.open(None)?;
+        Ok(OpOutput::Imported)
     }
 
     fn close(mut self) {

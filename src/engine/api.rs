@@ -116,3 +116,31 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// A consistent SQLite copy of the actor in a temporary file that the
+    /// caller owns and must remove.
+    pub async fn export(&self, id: &ActorId) -> Result<std::path::PathBuf, EngineError> {
+        match self.call(id, Op::Export, None).await? {
+            OpOutput::File(path) => Ok(path),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces the actor's state with the SQLite file at `upload` (taken
+    /// over and removed). A bad file changes nothing.
+    pub async fn import(
+        &self,
+        id: &ActorId,
+        upload: std::path::PathBuf,
+        create_as: Option<Durability>,
+    ) -> Result<(), EngineError> {
+        match self
+            .call(id, Op::Import { path: upload }, create_as)
+            .await?
+        {
+            OpOutput::Imported => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -12,6 +12,7 @@ use crate::actor_id::ActorId;
 use crate::config::{Durability, EngineConfig};
 use crate::error::EngineError;
 use crate::store::catalog::Catalog;
+use crate::telemetry;
 pub use actor::Reply;
 use actor::{Actor, Msg};
 use crossbeam_channel::Sender;
@@ -107,6 +108,9 @@ impl Engine {
     /// Opens the engine over `config.data_dir`, creating it if needed.
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(config.data_dir.join("actors"))?;
+        // Exports and uploads in flight when the process died are garbage.
+        let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
+        std::fs::create_dir_all(config.data_dir.join("tmp"))?;
         let catalog = Catalog::open(&config.data_dir.join("catalog.db"))?;
         let watchdog = Watchdog::start()?;
         let inner = Arc::new(Inner {
@@ -205,6 +209,7 @@ impl Engine {
             return Err(err.into());
         }
         let _ = tx.send(msg);
+        metrics::counter!(telemetry::ACTOR_OPENS).increment(1);
         registry.open.insert(
             id.clone(),
             Slot {
@@ -214,6 +219,7 @@ impl Engine {
                 done,
             },
         );
+        metrics::gauge!(telemetry::OPEN_ACTORS).set(registry.open.len() as f64);
         Ok(())
     }
 
@@ -311,6 +317,11 @@ impl Engine {
             .is_some_and(|s| s.pinned.load(Ordering::Acquire))
     }
 
+    /// A fresh temporary path in the data dir (for uploads to import).
+    pub fn temp_file(&self, what: &str) -> PathBuf {
+        self.inner.temp_file(what)
+    }
+
     /// Number of actors with an open thread.
     pub fn open_actors(&self) -> usize {
         self.inner.registry.lock().open.len()
@@ -330,7 +341,10 @@ impl Engine {
         self.inner.closed.store(true, Ordering::Release);
         let dones: Vec<Arc<Done>> = {
             let mut registry = self.inner.registry.lock();
+            metrics::counter!(telemetry::ACTOR_CLOSES, "reason" => "shutdown")
+                .increment(registry.open.len() as u64);
             let mut dones: Vec<_> = registry.open.drain().map(|(_, slot)| slot.done).collect();
+            metrics::gauge!(telemetry::OPEN_ACTORS).set(0.0);
             dones.extend(registry.closing.values().cloned());
             dones
         };
@@ -358,6 +372,13 @@ impl Inner {
             .join(format!("{stem}.db"))
     }
 
+    /// A fresh path for a temporary file on the data dir's file system, so
+    /// renames into place are atomic.
+    pub fn temp_file(&self, what: &str) -> PathBuf {
+        let name = format!("{what}-{:016x}.db", rand::random::<u64>());
+        self.config.data_dir.join("tmp").join(name)
+    }
+
     fn size_on_disk(&self, id: &ActorId) -> u64 {
         let file = self.actor_file(id);
         ["", "-wal"]
@@ -380,14 +401,16 @@ fn evict_lru(registry: &mut Registry) {
         .min_by_key(|(_, slot)| slot.last_used)
         .map(|(id, _)| id.clone());
     if let Some(id) = victim {
-        close_slot(registry, &id);
+        close_slot(registry, &id, "lru");
     }
 }
 
-fn close_slot(registry: &mut Registry, id: &ActorId) {
+fn close_slot(registry: &mut Registry, id: &ActorId, reason: &'static str) {
     if let Some(slot) = registry.open.remove(id) {
         // Dropping the sender lets the thread drain its queue, flush and exit.
         registry.closing.insert(id.clone(), slot.done);
+        metrics::counter!(telemetry::ACTOR_CLOSES, "reason" => reason).increment(1);
+        metrics::gauge!(telemetry::OPEN_ACTORS).set(registry.open.len() as f64);
     }
 }
 
@@ -413,7 +436,7 @@ fn reap_idle(inner: std::sync::Weak<Inner>) {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &idle_ids {
-            close_slot(&mut registry, id);
+            close_slot(&mut registry, id, "idle");
         }
         inner.reaper_wake.wait_for(&mut registry, tick);
     }

@@ -32,6 +32,12 @@ pub enum Op {
     },
     /// Removes the actor and all its data.
     Destroy,
+    /// Writes a consistent copy of the database to a new temporary file.
+    Export,
+    /// Replaces the actor's state with the SQLite file at `path` (consumed).
+    Import {
+        path: std::path::PathBuf,
+    },
 }
 
 /// What an operation returns.
@@ -43,6 +49,9 @@ pub enum OpOutput {
     Existed(bool),
     Page(ListPage),
     Counter(i64),
+    /// A file the caller now owns (and must remove).
+    File(std::path::PathBuf),
+    Imported,
 }
 
 impl Op {
@@ -50,8 +59,19 @@ impl Op {
     pub fn writes(&self) -> bool {
         !matches!(
             self,
-            Op::KvGet { .. } | Op::KvList(_) | Op::CounterGet { .. }
+            Op::KvGet { .. } | Op::KvList(_) | Op::CounterGet { .. } | Op::Export
         )
+    }
+
+    /// Approximate bytes the op adds to a buffered transaction.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Op::KvPut { key, value, .. } => key.len() + value.len(),
+            Op::Sql(request) => request.statements().iter().map(|s| s.sql.len()).sum(),
+            Op::KvDelete { key, .. } => key.len(),
+            Op::CounterAdd { name, .. } => name.len() + 8,
+            _ => 0,
+        }
     }
 
     /// Input checks that need no database: sizes of keys, values and names.
@@ -83,7 +103,7 @@ impl Op {
                 Ok(())
             }
             Op::CounterAdd { name, .. } | Op::CounterGet { name } => key_ok("counter name", name),
-            Op::Sql(_) | Op::KvList(_) | Op::Destroy => Ok(()),
+            Op::Sql(_) | Op::KvList(_) | Op::Destroy | Op::Export | Op::Import { .. } => Ok(()),
         }
     }
 
@@ -116,8 +136,10 @@ impl Op {
             Op::KvList(query) => OpOutput::Page(db.kv_list(query)?),
             Op::CounterAdd { name, by } => OpOutput::Counter(db.counter_add(name, *by)?),
             Op::CounterGet { name } => OpOutput::Counter(db.counter_get(name)?),
-            Op::Destroy => {
-                return Err(EngineError::Internal("destroy is not a database op".into()))
+            Op::Destroy | Op::Export | Op::Import { .. } => {
+                return Err(EngineError::Internal(
+                    "whole-actor ops are run by the actor".into(),
+                ))
             }
         })
     }

@@ -34,6 +34,17 @@ impl QuerySlot {
         Armed(self.clone())
     }
 
+    /// A slot no watchdog watches, for engine-internal connections that
+    /// run no user SQL.
+    pub fn detached(conn: Connection) -> Arc<Self> {
+        Arc::new(QuerySlot {
+            conn,
+            deadline: Mutex::new(None),
+            fired: AtomicBool::new(false),
+            watchdog: Arc::new(Shared::default()),
+        })
+    }
+
     /// Whether the watchdog interrupted the last statement (and forget it).
     pub fn take_fired(&self) -> bool {
         self.fired.swap(false, Ordering::Relaxed)

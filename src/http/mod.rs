@@ -1,25 +1,33 @@
 //! The HTTP front: axum routes over the engine, problem+json errors,
-//! bearer-token auth, and the `roost-region` / `roost-machine` headers.
-//! [`app`] builds the router; [`serve`] runs it on an already-bound
-//! listener, so tests bind port 0 and `roost serve` binds its address.
+//! bearer-token and JWT auth, metrics and access logs, request limits, and
+//! the `roost-region` / `roost-machine` headers. [`app`] builds the router;
+//! [`serve`] runs it on an already-bound listener, so tests bind port 0 and
+//! `roost serve` binds its address. Routes are registered together with
+//! their OpenAPI description, so the document cannot miss one.
 
 mod auth;
 mod extract;
+mod observe;
 pub mod problem;
 mod routes;
 
 use crate::actor_id::ActorId;
 use crate::engine::Engine;
 use crate::error::EngineError;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderValue;
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
+use problem::ApiError;
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Who this machine is and which regions exist.
 #[derive(Debug, Clone)]
@@ -55,44 +63,134 @@ impl NodeInfo {
     }
 }
 
+/// Who may call the API.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Full-access bearer token (`ROOST_TOKEN`).
+    pub token: Option<String>,
+    /// HS256 secret for scoped JWTs (`ROOST_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+}
+
+/// Limits the HTTP layer enforces on every request.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    /// Emit one `roost::access` log event per request.
+    pub access_log: bool,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 4096,
+            access_log: false,
+        }
+    }
+}
+
 /// Shared by every handler.
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub node: NodeInfo,
-    pub token: Option<String>,
+    pub auth: AuthConfig,
+    pub limits: HttpLimits,
+}
+
+impl AppState {
+    /// State with no auth (loopback only) and default limits.
+    pub fn new(engine: Arc<Engine>, node: NodeInfo) -> Self {
+        AppState {
+            engine,
+            node,
+            auth: AuthConfig::default(),
+            limits: HttpLimits::default(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "roost",
+        description = "Durable-Object-style actors: one libSQL database per actor ID, with SQL, KV and counters."
+    ),
+    tags(
+        (name = "actors", description = "Listing, describing, deleting, exporting and importing actors"),
+        (name = "sql", description = "SQL on the actor's database"),
+        (name = "kv", description = "Versioned key-value storage"),
+        (name = "counters", description = "Atomic counters"),
+        (name = "operations", description = "Health, readiness, metrics and this document")
+    )
+)]
+struct ApiDoc;
+
+/// Routes that need a token (when one is configured).
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(routes::actors::list))
+        .routes(routes!(routes::actors::describe, routes::actors::destroy))
+        .routes(routes!(routes::sql::run))
+        .routes(routes!(routes::kv::list))
+        .routes(routes!(
+            routes::kv::get,
+            routes::kv::put,
+            routes::kv::delete
+        ))
+        .routes(routes!(routes::counters::get, routes::counters::add))
+        .routes(routes!(routes::transfer::export))
+        .routes(routes!(routes::transfer::import))
+        .routes(routes!(routes::meta::metrics))
+}
+
+/// Routes anyone may call.
+fn public_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(routes::health::live))
+        .routes(routes!(routes::health::ready))
+        .routes(routes!(routes::meta::openapi))
+}
+
+/// The OpenAPI 3.1 document of every route.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let (_, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .merge(api_routes())
+            .merge(public_routes())
+            .split_for_parts();
+        api
+    })
 }
 
 /// The full router.
 pub fn app(state: Arc<AppState>) -> Router {
+    crate::telemetry::prometheus();
     let body_limit = state.engine.config().limits.max_body_bytes;
-    let api = Router::new()
-        .route("/v1/actors", get(routes::actors::list))
-        .route(
-            "/v1/actors/{id}",
-            get(routes::actors::describe).delete(routes::actors::destroy),
-        )
-        .route("/v1/actors/{id}/sql", post(routes::sql::run))
-        .route("/v1/actors/{id}/kv", get(routes::kv::list))
-        .route(
-            "/v1/actors/{id}/kv/{key}",
-            get(routes::kv::get)
-                .put(routes::kv::put)
-                .delete(routes::kv::delete),
-        )
-        .route(
-            "/v1/actors/{id}/counters/{name}",
-            get(routes::counters::get).post(routes::counters::add),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+    let (api, _) = api_routes().split_for_parts();
+    let (public, _) = public_routes().split_for_parts();
+    let api = api.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authorize,
+    ));
+    let limits = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::RequestTimeout("the request took too long and was abandoned".into())
+        }))
+        .timeout(state.limits.request_timeout)
+        .concurrency_limit(state.limits.max_concurrent_requests.max(1));
     Router::new()
-        .route("/healthz", get(routes::health::live))
-        .route("/readyz", get(routes::health::ready))
+        .merge(public)
         .merge(api)
         .fallback(routes::health::no_route)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(limits)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .layer(middleware::map_response_with_state(
             state.clone(),
             served_by,

@@ -21,6 +21,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    RequestTimeout(String),
 }
 
 #[derive(Serialize)]
@@ -75,6 +77,9 @@ impl ApiError {
                 "Payload too large",
             ),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            ApiError::RequestTimeout(_) => {
+                (S::REQUEST_TIMEOUT, "request-timeout", "Request timed out")
+            }
         }
     }
 }

@@ -48,10 +48,12 @@ pub struct ListQuery {
 }
 
 /// One listed key.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ListItem {
     pub key: String,
     pub version: i64,
+    /// Only with `values=true`: text if UTF-8, else `{"base64": "..."}`.
+    #[schema(value_type = Option<Object>)]
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "value_as_text"
@@ -60,7 +62,7 @@ pub struct ListItem {
 }
 
 /// A page of keys and the cursor for the next one (`None` at the end).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ListPage {
     pub items: Vec<ListItem>,
     pub cursor: Option<String>,

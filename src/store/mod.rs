@@ -11,6 +11,7 @@ pub mod counters;
 pub mod kv;
 pub mod split;
 pub mod sql;
+pub mod transfer;
 pub mod value;
 
 use crate::config::{Durability, Limits};
@@ -151,7 +152,7 @@ impl ActorDb {
             .unwrap_or(Value::Null))
     }
 
-    fn pragma(&mut self, sql: &str) -> Result<(), EngineError> {
+    pub(crate) fn pragma(&mut self, sql: &str) -> Result<(), EngineError> {
         // Pragmas may return a row (journal_mode does): drain it.
         let mut rows = block_on(self.conn.query(sql, ())).map_err(|e| self.error(e))?;
         while block_on(rows.next()).map_err(|e| self.error(e))?.is_some() {}
@@ -277,7 +278,10 @@ pub fn sql_error(err: libsql::Error, timed_out: bool, timeout_ms: u64) -> Engine
             EngineError::SqlDenied(message)
         }
         libsql::Error::SqliteFailure(code, message) => match code & 0xff {
-            9 if timed_out => EngineError::QueryTimeout(timeout_ms),
+            9 if timed_out => {
+                metrics::counter!(crate::telemetry::QUERY_TIMEOUTS).increment(1);
+                EngineError::QueryTimeout(timeout_ms)
+            }
             9 => EngineError::Sql(format!("interrupted: {message}")),
             18 => EngineError::TooLarge(message),
             13 => EngineError::InsufficientStorage(message),
@@ -309,7 +313,7 @@ fn create_parent_dirs(file: &Path) -> Result<(), EngineError> {
 
 /// Makes a new file's directory entry durable (and its parents', which may
 /// have just been created), so an acknowledged first write survives a crash.
-fn sync_parent_dir(file: &Path) -> Result<(), EngineError> {
+pub(crate) fn sync_parent_dir(file: &Path) -> Result<(), EngineError> {
     for dir in file.ancestors().skip(1).take(3) {
         std::fs::File::open(dir)?.sync_all()?;
     }

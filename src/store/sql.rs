@@ -10,7 +10,7 @@ use libsql::params::Params;
 use serde::{Deserialize, Serialize};
 
 /// `{"sql", "params"?}` or `{"statements": [...]}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum SqlRequest {
     Batch { statements: Vec<SqlStatement> },
@@ -27,11 +27,13 @@ impl SqlRequest {
 }
 
 /// One statement (or several separated by `;`, when it has no parameters).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlStatement {
     pub sql: String,
+    /// `[1, "a"]` for `?`/`?1`, or `{"x": 1}` for `:x`; blobs are `{"base64": "..."}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub params: SqlParams,
 }
 
@@ -77,16 +79,18 @@ impl SqlParams {
 }
 
 /// The outcome of one statement.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StatementResult {
     pub columns: Vec<String>,
+    /// Values: null, integers (exact i64), floats, strings, `{"base64": "..."}`.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub rows: Vec<Vec<SqlValue>>,
     pub rows_affected: u64,
     pub last_insert_rowid: Option<i64>,
 }
 
 /// `{"results": [...]}`, one entry per statement run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SqlResponse {
     pub results: Vec<StatementResult>,
 }

@@ -36,6 +36,14 @@ impl TestServer {
     }
 
     pub async fn with(tune: impl FnOnce(&mut EngineConfig), token: Option<&str>) -> Self {
+        Self::with_auth(tune, token, None).await
+    }
+
+    pub async fn with_auth(
+        tune: impl FnOnce(&mut EngineConfig),
+        token: Option<&str>,
+        jwt_secret: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = EngineConfig {
             data_dir: dir.path().join("data"),
@@ -43,11 +51,13 @@ impl TestServer {
         };
         tune(&mut config);
         let engine = Arc::new(Engine::open(config).expect("engine opens"));
-        let state = Arc::new(AppState {
-            engine: engine.clone(),
-            node: NodeInfo::single("test-machine".into(), "local".into(), None),
-            token: token.map(str::to_owned),
-        });
+        let mut state = AppState::new(
+            engine.clone(),
+            NodeInfo::single("test-machine".into(), "local".into(), None),
+        );
+        state.auth.token = token.map(str::to_owned);
+        state.auth.jwt_secret = jwt_secret.map(str::to_owned);
+        let state = Arc::new(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -100,6 +110,20 @@ impl TestServer {
             .await
             .expect("json");
         body["value"].as_i64().expect("value")
+    }
+
+    pub async fn counter_with_token(&self, id: &str, counter: &str, token: &str) -> i64 {
+        let url = self.actor(id, &format!("/counters/{}", seg(counter)));
+        let response = self
+            .client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        response.json::<Value>().await.expect("json")["value"]
+            .as_i64()
+            .expect("value")
     }
 
     pub async fn sql(&self, id: &str, body: Value) -> (u16, Value) {

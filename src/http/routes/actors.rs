@@ -1,7 +1,6 @@
 //! `/v1/actors` (list) and `/v1/actors/{id}` (describe, delete).
 
 use crate::actor_id::ActorId;
-use crate::error::EngineError;
 use crate::http::extract::{QueryParams, Target};
 use crate::http::problem::ApiError;
 use crate::http::AppState;
@@ -13,7 +12,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ActorDescription {
     id: String,
     home_region: String,
@@ -23,15 +22,20 @@ pub struct ActorDescription {
     open: bool,
 }
 
+/// Describes an actor without opening it.
+#[utoipa::path(
+    get,
+    path = "/v1/actors/{id}",
+    tag = "actors",
+    params(("id" = String, Path, description = "Actor ID")),
+    responses((status = 200, body = ActorDescription), (status = 404, description = "not-found"))
+)]
 pub async fn describe(
     State(state): State<Arc<AppState>>,
     target: Target,
 ) -> Result<Json<ActorDescription>, ApiError> {
-    let engine = state.engine.clone();
     let actor = target.actor.clone();
-    let info = tokio::task::spawn_blocking(move || engine.info(&actor))
-        .await
-        .map_err(|e| ApiError::Engine(EngineError::Internal(e.to_string())))??;
+    let info = super::blocking(&state, move |engine| engine.info(&actor)).await?;
     Ok(Json(ActorDescription {
         id: info.id.to_string(),
         home_region: target.home_region,
@@ -42,6 +46,14 @@ pub async fn describe(
     }))
 }
 
+/// Removes the actor and all its data.
+#[utoipa::path(
+    delete,
+    path = "/v1/actors/{id}",
+    tag = "actors",
+    params(("id" = String, Path, description = "Actor ID")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn destroy(
     State(state): State<Arc<AppState>>,
     target: Target,
@@ -59,18 +71,30 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ListedActor {
     id: String,
     size_bytes: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ActorList {
     actors: Vec<ListedActor>,
     cursor: Option<String>,
 }
 
+/// Actors stored on this machine, in ID order, paged.
+#[utoipa::path(
+    get,
+    path = "/v1/actors",
+    tag = "actors",
+    params(
+        ("prefix" = Option<String>, Query, description = "Only IDs starting with this"),
+        ("limit" = Option<usize>, Query, description = "Page size, default 100, at most 1000"),
+        ("cursor" = Option<String>, Query, description = "From the previous page")
+    ),
+    responses((status = 200, body = ActorList))
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     QueryParams(params): QueryParams<ListParams>,
@@ -88,13 +112,11 @@ pub async fn list(
                 })
         })
         .transpose()?;
-    let engine = state.engine.clone();
     let limit = params.limit.unwrap_or(100);
-    let page = tokio::task::spawn_blocking(move || {
+    let page = super::blocking(&state, move |engine| {
         engine.list(&params.prefix, after.as_ref().map(ActorId::as_str), limit)
     })
-    .await
-    .map_err(|e| ApiError::Engine(EngineError::Internal(e.to_string())))??;
+    .await?;
     Ok(Json(ActorList {
         actors: page
             .actors

@@ -9,10 +9,19 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// Liveness: the process answers. No auth.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Readiness: the data dir takes writes. No auth.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready"))
+)]
 pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let engine = state.engine.clone();
     let writable = tokio::task::spawn_blocking(move || engine.data_dir_writable())

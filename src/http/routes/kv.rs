@@ -39,6 +39,17 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     })
 }
 
+/// The raw value, with its version as the ETag.
+#[utoipa::path(
+    get,
+    path = "/v1/actors/{id}/kv/{key}",
+    tag = "kv",
+    params(("id" = String, Path, description = "Actor ID"), ("key" = String, Path, description = "Key")),
+    responses(
+        (status = 200, description = "The value; `ETag: \"<version>\"`", content_type = "application/octet-stream"),
+        (status = 404, description = "not-found")
+    )
+)]
 pub async fn get(State(state): State<Arc<AppState>>, target: Target) -> Result<Response, ApiError> {
     let key = target.name()?;
     match state.engine.kv_get(&target.actor, key.clone()).await? {
@@ -57,6 +68,24 @@ pub async fn get(State(state): State<Arc<AppState>>, target: Target) -> Result<R
     }
 }
 
+/// Stores the raw body; `If-Match` / `If-None-Match: *` for compare-and-set.
+#[utoipa::path(
+    put,
+    path = "/v1/actors/{id}/kv/{key}",
+    tag = "kv",
+    params(
+        ("id" = String, Path, description = "Actor ID"),
+        ("key" = String, Path, description = "Key"),
+        ("If-Match" = Option<String>, Header, description = "Write only if the key is at this version"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if the key does not exist")
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Stored; `{\"version\"}` and the new ETag"),
+        (status = 412, description = "version-mismatch"),
+        (status = 413, description = "payload-too-large")
+    )
+)]
 pub async fn put(
     State(state): State<Arc<AppState>>,
     target: Target,
@@ -78,6 +107,18 @@ pub async fn put(
     Ok(([(ETAG, etag(version))], Json(json!({"version": version}))).into_response())
 }
 
+/// Deletes a key (204 whether or not it existed); `If-Match` honoured.
+#[utoipa::path(
+    delete,
+    path = "/v1/actors/{id}/kv/{key}",
+    tag = "kv",
+    params(
+        ("id" = String, Path, description = "Actor ID"),
+        ("key" = String, Path, description = "Key"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the key is at this version")
+    ),
+    responses((status = 204, description = "Deleted"), (status = 412, description = "version-mismatch"))
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     target: Target,
@@ -105,6 +146,23 @@ pub struct ListParams {
     values: bool,
 }
 
+/// Keys in order, paged with an opaque cursor.
+#[utoipa::path(
+    get,
+    path = "/v1/actors/{id}/kv",
+    tag = "kv",
+    params(
+        ("id" = String, Path, description = "Actor ID"),
+        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("start" = Option<String>, Query, description = "First key (inclusive)"),
+        ("end" = Option<String>, Query, description = "Last key (exclusive)"),
+        ("limit" = Option<usize>, Query, description = "Page size, default 100, at most 1000"),
+        ("reverse" = Option<bool>, Query, description = "Descending order"),
+        ("cursor" = Option<String>, Query, description = "From the previous page"),
+        ("values" = Option<bool>, Query, description = "Include values")
+    ),
+    responses((status = 200, body = ListPage))
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     target: Target,

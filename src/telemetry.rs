@@ -1,0 +1,83 @@
+//! Metrics: names, descriptions, and the Prometheus recorder behind
+//! `GET /metrics`. The engine and the HTTP layer record through the
+//! `metrics` macros; one process-wide recorder collects everything.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const HTTP_REQUESTS: &str = "roost_http_requests_total";
+pub const HTTP_DURATION: &str = "roost_http_request_duration_seconds";
+pub const OPEN_ACTORS: &str = "roost_open_actors";
+pub const ACTOR_OPENS: &str = "roost_actor_opens_total";
+pub const ACTOR_CLOSES: &str = "roost_actor_closes_total";
+pub const COMMIT_BATCH_OPS: &str = "roost_commit_batch_ops";
+pub const COMMIT_DURATION: &str = "roost_commit_duration_seconds";
+pub const BUFFERED_OPS: &str = "roost_buffered_pending_ops";
+pub const BUFFERED_BYTES: &str = "roost_buffered_pending_bytes";
+pub const TRANSACTION_REPLAYS: &str = "roost_transaction_replays_total";
+pub const QUERY_TIMEOUTS: &str = "roost_query_timeouts_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus handle, installing the recorder on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let latency = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+        ];
+        let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &latency)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_DURATION.into()), &latency))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_OPS.into()), &sizes));
+        let recorder = match builder {
+            Ok(builder) => builder.build_recorder(),
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; then /metrics
+        // renders this (empty) one rather than crashing.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency by route, method and status"
+    );
+    describe_gauge!(OPEN_ACTORS, "Actors with an open database and thread");
+    describe_counter!(ACTOR_OPENS, "Actor threads started");
+    describe_counter!(
+        ACTOR_CLOSES,
+        "Actors closed, by reason (idle, lru, shutdown)"
+    );
+    describe_histogram!(
+        COMMIT_BATCH_OPS,
+        "Operations sharing one commit (group commit size)"
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Time to commit a batch, fsync included"
+    );
+    describe_gauge!(
+        BUFFERED_OPS,
+        "Acknowledged buffered writes waiting for a flush"
+    );
+    describe_gauge!(
+        BUFFERED_BYTES,
+        Unit::Bytes,
+        "Approximate size of buffered writes waiting for a flush"
+    );
+    describe_counter!(
+        TRANSACTION_REPLAYS,
+        "Transactions SQLite rolled back on its own, replayed by the engine"
+    );
+    describe_counter!(QUERY_TIMEOUTS, "Statements interrupted by the time limit");
+}
