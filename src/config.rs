@@ -123,6 +123,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
+    /// Run a local multi-region cluster behind a Fly-like proxy.
+    Dev(crate::dev::DevArgs),
     /// Measure roost against baselines run in the same process.
     Bench(crate::bench::BenchArgs),
 }
@@ -171,6 +173,15 @@ pub struct ServeArgs {
     /// This machine's id (default: generated once and kept in the data dir).
     #[arg(long, env = "FLY_MACHINE_ID")]
     pub machine_id: Option<String>,
+    /// The other machines: `id=region=http://host:port,...` (this one may be listed too).
+    #[arg(long, env = "ROOST_PEERS")]
+    pub peers: Option<String>,
+    /// Non-owned requests: `replay` (fly-replay, default on Fly) or `forward` (default elsewhere).
+    #[arg(long, env = "ROOST_ROUTING", value_enum)]
+    pub routing: Option<crate::cluster::Routing>,
+    /// On Fly: the app whose machines are discovered through internal DNS.
+    #[arg(long, env = "FLY_APP_NAME")]
+    pub fly_app: Option<String>,
     /// Home region of IDs without an `@region` suffix.
     #[arg(long, env = "ROOST_DEFAULT_REGION")]
     pub default_region: Option<String>,

@@ -6,7 +6,9 @@
 
 pub mod actor_id;
 pub mod bench;
+pub mod cluster;
 pub mod config;
+pub mod dev;
 pub mod engine;
 pub mod error;
 pub mod http;

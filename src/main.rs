@@ -7,6 +7,7 @@ use roost::config::{Cli, Command};
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => roost::server::run(args).await,
+        Command::Dev(args) => roost::dev::run(args).await,
         Command::Bench(args) => roost::bench::run(args).await,
     }
 }

@@ -1,6 +1,8 @@
 //! `roost serve`: logging, identity, the loopback rule, binding, and a
 //! graceful shutdown that flushes every actor before exiting.
 
+use crate::cluster::membership::{follow_fly_dns, parse_peers};
+use crate::cluster::{Member, Routing};
 use crate::config::{LogFormat, ServeArgs};
 use crate::engine::Engine;
 use crate::http::{self, AppState, AuthConfig, HttpLimits, NodeInfo};
@@ -35,7 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .ok()
             .filter(|r| !r.is_empty())
     });
-    let node = NodeInfo::single(machine_id, args.region.clone(), default_region);
+    let node = cluster_node(&args, machine_id, default_region)?;
     let state = Arc::new(AppState {
         engine: engine.clone(),
         node: node.clone(),
@@ -68,6 +70,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This machine's view of the cluster: static peers, Fly DNS, or alone.
+fn cluster_node(
+    args: &ServeArgs,
+    machine_id: String,
+    default_region: Option<String>,
+) -> anyhow::Result<NodeInfo> {
+    let me = Member {
+        machine_id,
+        region: args.region.clone(),
+        address: format!("http://{}", args.listen),
+    };
+    let peers = match &args.peers {
+        Some(text) => parse_peers(text).map_err(|e| anyhow::anyhow!("--peers: {e}"))?,
+        None => Vec::new(),
+    };
+    let regions: std::collections::BTreeSet<&str> = peers
+        .iter()
+        .map(|p| p.region.as_str())
+        .chain([me.region.as_str()])
+        .collect();
+    if regions.len() > 1 && default_region.is_none() {
+        anyhow::bail!(
+            "the cluster spans regions {regions:?}: set --default-region (or PRIMARY_REGION) \
+             so every machine computes the same home for IDs without an @region suffix"
+        );
+    }
+    let on_fly = args.fly_app.is_some();
+    let routing = args.routing.unwrap_or(if on_fly {
+        Routing::Replay
+    } else {
+        Routing::Forward
+    });
+    let node = NodeInfo::cluster(me, peers, default_region, routing);
+    if on_fly && args.peers.is_none() {
+        tokio::spawn(follow_fly_dns(
+            node.membership.clone(),
+            args.listen.port(),
+            Duration::from_secs(5),
+            Duration::from_secs(600),
+        ));
+    }
+    Ok(node)
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -81,7 +127,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

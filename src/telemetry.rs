@@ -16,6 +16,8 @@ pub const BUFFERED_OPS: &str = "roost_buffered_pending_ops";
 pub const BUFFERED_BYTES: &str = "roost_buffered_pending_bytes";
 pub const TRANSACTION_REPLAYS: &str = "roost_transaction_replays_total";
 pub const QUERY_TIMEOUTS: &str = "roost_query_timeouts_total";
+pub const FORWARDS: &str = "roost_forwards_total";
+pub const REPLAYS: &str = "roost_replays_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -80,4 +82,6 @@ fn describe() {
         "Transactions SQLite rolled back on its own, replayed by the engine"
     );
     describe_counter!(QUERY_TIMEOUTS, "Statements interrupted by the time limit");
+    describe_counter!(FORWARDS, "Requests forwarded to the owning machine");
+    describe_counter!(REPLAYS, "Requests answered with fly-replay");
 }

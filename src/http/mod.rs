@@ -6,14 +6,12 @@
 //! their OpenAPI description, so the document cannot miss one.
 
 mod auth;
-mod extract;
+pub(crate) mod extract;
 mod observe;
 pub mod problem;
 mod routes;
 
-use crate::actor_id::ActorId;
 use crate::engine::Engine;
-use crate::error::EngineError;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderValue;
@@ -21,7 +19,6 @@ use axum::middleware;
 use axum::response::Response;
 use axum::Router;
 use problem::ApiError;
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -29,39 +26,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Who this machine is and which regions exist.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    pub machine_id: String,
-    pub region: String,
-    pub default_region: String,
-    pub regions: BTreeSet<String>,
-}
-
-impl NodeInfo {
-    /// A single machine serving every region it knows: its own and the default.
-    pub fn single(machine_id: String, region: String, default_region: Option<String>) -> Self {
-        let default_region = default_region.unwrap_or_else(|| region.clone());
-        let regions = [region.clone(), default_region.clone()]
-            .into_iter()
-            .collect();
-        NodeInfo {
-            machine_id,
-            region,
-            default_region,
-            regions,
-        }
-    }
-
-    /// The actor's home region: its `@region` suffix, else the default.
-    pub fn home_region(&self, id: &ActorId) -> Result<String, EngineError> {
-        match id.region_suffix() {
-            Some(region) if self.regions.contains(region) => Ok(region.to_owned()),
-            Some(region) => Err(EngineError::UnknownRegion(region.to_owned())),
-            None => Ok(self.default_region.clone()),
-        }
-    }
-}
+/// This machine and its view of the cluster.
+pub use crate::cluster::Node as NodeInfo;
 
 /// Who may call the API.
 #[derive(Debug, Clone, Default)]
@@ -171,10 +137,15 @@ pub fn app(state: Arc<AppState>) -> Router {
     let body_limit = state.engine.config().limits.max_body_bytes;
     let (api, _) = api_routes().split_for_parts();
     let (public, _) = public_routes().split_for_parts();
-    let api = api.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::authorize,
-    ));
+    let api = api
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::routing::route,
+        ));
     let limits = tower::ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             ApiError::RequestTimeout("the request took too long and was abandoned".into())
@@ -198,14 +169,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Names the machine that answered, on every response.
+/// Names the machine that answered, on every response (a forwarded
+/// answer keeps the owner's names).
 async fn served_by(State(state): State<Arc<AppState>>, mut response: Response) -> Response {
     let headers = response.headers_mut();
     if let Ok(region) = HeaderValue::from_str(&state.node.region) {
-        headers.insert("roost-region", region);
+        headers.entry("roost-region").or_insert(region);
     }
     if let Ok(machine) = HeaderValue::from_str(&state.node.machine_id) {
-        headers.insert("roost-machine", machine);
+        headers.entry("roost-machine").or_insert(machine);
     }
     response
 }

@@ -23,6 +23,15 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     RequestTimeout(String),
+    #[error("{0}")]
+    OwnerUnavailable(String),
+    /// Another machine owns the actor; `replay` is the `fly-replay` value.
+    #[error("{detail}")]
+    WrongOwner {
+        detail: String,
+        replay: String,
+        cache: Option<String>,
+    },
 }
 
 #[derive(Serialize)]
@@ -77,6 +86,12 @@ impl ApiError {
                 "Payload too large",
             ),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            ApiError::OwnerUnavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "owner-unavailable",
+                "Owner unavailable",
+            ),
+            ApiError::WrongOwner { .. } => (S::CONFLICT, "wrong-owner", "Wrong owner"),
             ApiError::RequestTimeout(_) => {
                 (S::REQUEST_TIMEOUT, "request-timeout", "Request timed out")
             }
@@ -87,6 +102,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.classify();
+        let replay = match &self {
+            ApiError::WrongOwner { replay, cache, .. } => Some((replay.clone(), cache.clone())),
+            _ => None,
+        };
         if status.is_server_error() {
             tracing::warn!(%code, error = %self, "request failed");
         }
@@ -104,6 +123,16 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some((replay, cache)) = replay {
+            metrics::counter!(crate::telemetry::REPLAYS).increment(1);
+            if let Ok(value) = HeaderValue::from_str(&replay) {
+                headers.insert("fly-replay", value);
+            }
+            if let Some(Ok(pattern)) = cache.map(|c| HeaderValue::from_str(&c)) {
+                headers.insert("fly-replay-cache", pattern);
+                headers.insert("fly-replay-cache-ttl-secs", HeaderValue::from_static("60"));
+            }
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -163,10 +163,15 @@ pub struct Process {
 
 impl Process {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// Starts on a given address (to restart a cluster member on its port).
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -212,6 +217,80 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `roost dev` cluster: the proxy and its machines.
+pub struct DevCluster {
+    child: Child,
+    pub proxy: String,
+    /// (machine id, region, url)
+    pub machines: Vec<(String, String, String)>,
+}
+
+impl DevCluster {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn roost dev");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let proxy_line = lines.next().expect("proxy line").expect("read");
+        let proxy = proxy_line
+            .strip_prefix("proxy: ")
+            .unwrap_or_else(|| panic!("{proxy_line:?}"))
+            .to_owned();
+        let mut machines = Vec::new();
+        for line in lines {
+            let line = line.expect("read");
+            let fields: Vec<&str> = line
+                .strip_prefix("machine: ")
+                .expect("machine line")
+                .split(' ')
+                .collect();
+            machines.push((
+                fields[0].to_owned(),
+                fields[1].to_owned(),
+                fields[2].to_owned(),
+            ));
+            if machines.len() == expected_machines(extra) {
+                break;
+            }
+        }
+        DevCluster {
+            child,
+            proxy,
+            machines,
+        }
+    }
+}
+
+fn expected_machines(extra: &[&str]) -> usize {
+    let arg = |name: &str| extra.iter().position(|a| *a == name).map(|i| extra[i + 1]);
+    let regions = arg("--regions").map_or(1, |r| r.split(',').count());
+    regions * arg("--per-region").map_or(1, |n| n.parse().unwrap())
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -2,7 +2,9 @@
 //! and real `roost serve` processes for crash and shutdown tests.
 
 mod api;
+mod cluster;
 mod crash;
+mod deploy;
 mod harness;
 mod hostile;
 mod lifecycle;

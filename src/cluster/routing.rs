@@ -1,0 +1,134 @@
+//! Routing in front of every `/v1/actors/{id}...` route. A request for an
+//! actor this machine owns passes through. Any other is, depending on the
+//! mode, answered 409 `wrong-owner` with `fly-replay` (Fly's proxy then
+//! re-sends it to the owner; nothing here read the body or touched state),
+//! or forwarded to the owner with its body streamed both ways. A request
+//! that was already replayed or forwarded and still missed the owner gets
+//! 503 `owner-unavailable`, never another hop.
+
+use super::membership::Member;
+use super::placement::{Node, Placement};
+use super::Routing;
+use crate::actor_id::ActorId;
+use crate::http::extract::actor_in_path;
+use crate::http::problem::ApiError;
+use crate::http::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+
+/// Set on a request one machine forwards to another.
+pub const FORWARDED: &str = "roost-forwarded";
+/// Set by Fly's proxy on a replayed request.
+pub const REPLAY_SOURCE: &str = "fly-replay-src";
+
+pub async fn route(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    // Invalid IDs and unknown regions are reported by the handler itself.
+    let placement = actor_in_path(request.uri().path())
+        .and_then(|raw| ActorId::parse(&raw).ok())
+        .and_then(|id| state.node.place(&id).ok());
+    let placement = match placement {
+        None | Some(Placement::Here) => return Ok(next.run(request).await),
+        Some(elsewhere) => elsewhere,
+    };
+    if arrived_rerouted(request.headers()) {
+        return Err(ApiError::OwnerUnavailable(format!(
+            "this request was already re-routed and {} still does not own the actor",
+            state.node.machine_id
+        )));
+    }
+    match (state.node.routing, placement) {
+        (Routing::Replay, placement) => Err(replay(&request, &placement)),
+        (Routing::Forward, Placement::Owner(owner)) => forward(&state.node, &owner, request).await,
+        (Routing::Forward, _) => Err(ApiError::OwnerUnavailable(
+            "no machine of the actor's home region is known yet".into(),
+        )),
+    }
+}
+
+fn arrived_rerouted(headers: &HeaderMap) -> bool {
+    headers.contains_key(REPLAY_SOURCE) || headers.contains_key(FORWARDED)
+}
+
+/// The 409 that tells Fly's proxy where to send the request instead.
+fn replay(request: &Request, placement: &Placement) -> ApiError {
+    let target = match placement {
+        Placement::Owner(owner) => format!("instance={}", owner.machine_id),
+        Placement::Region(region) => format!("region={region}"),
+        Placement::Here => String::new(),
+    };
+    // Read-only requests may let Fly cache the decision for this actor.
+    let cache = (request.method() == Method::GET).then(|| {
+        request
+            .uri()
+            .path()
+            .split('/')
+            .take(4)
+            .collect::<Vec<_>>()
+            .join("/")
+            + "/*"
+    });
+    ApiError::WrongOwner {
+        detail: format!("this machine does not own the actor; replay to {target}"),
+        replay: target,
+        cache,
+    }
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = headers.clone();
+    for name in HOP_BY_HOP {
+        kept.remove(*name);
+    }
+    kept
+}
+
+/// Proxies the request to `owner` and returns the owner's answer.
+async fn forward(node: &Node, owner: &Member, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{}", owner.address, path);
+    let mut headers = end_to_end(&parts.headers);
+    headers.insert(
+        HeaderName::from_static(FORWARDED),
+        HeaderValue::from_static("1"),
+    );
+    metrics::counter!(crate::telemetry::FORWARDS).increment(1);
+    let answer = node
+        .client
+        .request(parts.method, url)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::OwnerUnavailable(format!("owner {} is unreachable: {e}", owner.machine_id))
+        })?;
+    let mut response = Response::builder().status(answer.status());
+    if let Some(headers) = response.headers_mut() {
+        *headers = end_to_end(answer.headers());
+    }
+    response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .map_err(|e| ApiError::Engine(crate::error::EngineError::Internal(e.to_string())))
+}
