@@ -2,7 +2,7 @@
 //! operations one at a time, in arrival order.
 //!
 //! Operations that arrive together form a batch that shares one
-//! transaction, each op inside its own savepoint (so one failure undoes
+//! transaction, each SQL request inside its own savepoint (so one failure undoes
 //! only that op). `durable` and `memory` actors commit at the end of every
 //! batch and only then answer: concurrent writers share one fsync (group
 //! commit). `buffered` actors answer at once and keep the transaction open
@@ -213,7 +213,7 @@ impl Actor {
         Ok(self.db.is_some())
     }
 
-    /// Applies one op in the shared transaction, inside its own savepoint.
+    /// Applies one op in the shared transaction (SQL inside its own savepoint).
     fn apply(&mut self, op: &Op) -> Result<OpOutput, EngineError> {
         let db = self
             .db
@@ -222,7 +222,7 @@ impl Actor {
         if !db.in_transaction() {
             db.begin()?;
         }
-        if !op.writes() {
+        if !op.needs_savepoint() {
             return op.apply(db);
         }
         db.savepoint()?;

@@ -63,6 +63,13 @@ impl Op {
         )
     }
 
+    /// Whether a failure half-way could leave part of the op applied. KV and
+    /// counter ops make at most one change that matters, and SQLite undoes a
+    /// failed statement by itself; user SQL may run many statements.
+    pub fn needs_savepoint(&self) -> bool {
+        matches!(self, Op::Sql(_))
+    }
+
     /// Approximate bytes the op adds to a buffered transaction.
     pub fn approx_bytes(&self) -> usize {
         match self {
