@@ -11,6 +11,7 @@ pub mod config;
 pub mod dev;
 pub mod engine;
 pub mod error;
+pub mod ffi;
 pub mod http;
 pub mod server;
 pub mod store;

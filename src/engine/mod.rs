@@ -200,6 +200,9 @@ impl Engine {
                     registry.closing.remove(&thread_id);
                 }
                 drop(registry);
+                // Release the engine before saying so: whoever waits on
+                // `done` may reopen the same files at once.
+                drop(inner);
                 thread_done.set();
             });
         if let Err(err) = spawned {

@@ -21,6 +21,9 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Self, EngineError> {
         let db = block_on(libsql::Builder::new_local(path).build()).map_err(err)?;
         let conn = db.connect().map_err(err)?;
+        // A just-closed engine over the same dir may still be checkpointing.
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
         block_on(conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
