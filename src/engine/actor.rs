@@ -20,6 +20,7 @@ use crate::error::EngineError;
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,13 @@ pub type Reply = Box<dyn FnOnce(Result<OpOutput, EngineError>) + Send>;
 
 /// Most ops taken from the queue into one batch.
 const MAX_BATCH: usize = 512;
+
+/// What an actor's queue carries.
+pub(crate) enum Mail {
+    Op(Msg),
+    /// Re-read the flush deadline (an op ran inline and left writes unflushed).
+    Wake,
+}
 
 pub(crate) struct Msg {
     pub op: Op,
@@ -71,34 +79,62 @@ impl Actor {
 
     /// The thread body. `predecessor` is the previous thread of this actor,
     /// still closing; two connections must never write one file at once.
-    pub fn run(mut self, rx: Receiver<Msg>, predecessor: Option<Arc<Done>>) {
+    /// The actor itself sits behind a lock so that callers may also run
+    /// cheap ops inline (see `Engine::call`) while the queue is empty.
+    pub fn run(cell: &Mutex<Actor>, rx: Receiver<Mail>, predecessor: Option<Arc<Done>>) {
         if let Some(previous) = predecessor {
             previous.wait();
         }
         loop {
-            let first = match self.flush_deadline() {
+            let deadline = cell.lock().flush_deadline();
+            let first = match deadline {
                 Some(deadline) => match rx.recv_deadline(deadline) {
-                    Ok(msg) => msg,
+                    Ok(mail) => mail,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.flush();
+                        cell.lock().flush_if_due();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
                 None => match rx.recv() {
-                    Ok(msg) => msg,
+                    Ok(mail) => mail,
                     Err(_) => break,
                 },
             };
             let mut batch = Vec::with_capacity(rx.len().min(MAX_BATCH) + 1);
             batch.push(first);
             batch.extend(rx.try_iter().take(MAX_BATCH - 1));
-            for msg in batch {
-                self.handle(msg);
+            let mut actor = cell.lock();
+            for mail in batch {
+                if let Mail::Op(msg) = mail {
+                    actor.handle(msg);
+                }
             }
-            self.end_batch();
+            actor.end_batch();
         }
-        self.close();
+        cell.lock().close();
+    }
+
+    /// Whether a caller may run a cheap op on its own thread: the actor is
+    /// open and answers without waiting for an fsync.
+    pub fn runs_inline(&self) -> bool {
+        self.db.is_some() && self.durability() != Durability::Durable
+    }
+
+    /// Runs one op on the caller's thread (queue empty, lock held). Returns
+    /// whether the actor now holds unflushed writes it did not hold before,
+    /// so the caller can wake the thread to arm the flush timer.
+    pub fn run_inline(&mut self, msg: Msg) -> bool {
+        let was_dirty = self.unflushed_since.is_some();
+        self.handle(msg);
+        self.end_batch();
+        !was_dirty && self.unflushed_since.is_some()
+    }
+
+    fn flush_if_due(&mut self) {
+        if self.flush_deadline().is_some_and(|d| d <= Instant::now()) {
+            self.flush();
+        }
     }
 
     fn durability(&self) -> Durability {
@@ -436,7 +472,7 @@ impl Actor {
         Ok(OpOutput::Imported)
     }
 
-    fn close(mut self) {
+    fn close(&mut self) {
         self.settle();
         if self.durability() == Durability::Buffered && !self.pending.is_empty() {
             tracing::error!(actor = %self.id, writes = self.pending.len(), "closing with unflushed buffered writes");

@@ -14,7 +14,7 @@ use crate::error::EngineError;
 use crate::store::catalog::Catalog;
 use crate::telemetry;
 pub use actor::Reply;
-use actor::{Actor, Msg};
+use actor::{Actor, Mail, Msg};
 use crossbeam_channel::Sender;
 use ops::{Op, OpOutput};
 use parking_lot::{Condvar, Mutex};
@@ -51,7 +51,10 @@ struct Registry {
 }
 
 struct Slot {
-    tx: Sender<Msg>,
+    tx: Sender<Mail>,
+    /// The actor's state; its thread locks it per batch, callers may lock
+    /// it to run a cheap op inline.
+    cell: Arc<Mutex<Actor>>,
     last_used: Instant,
     pinned: Arc<AtomicBool>,
     done: Arc<Done>,
@@ -150,13 +153,14 @@ impl Engine {
         let msg = match registry.open.get_mut(id) {
             Some(slot) => {
                 slot.last_used = Instant::now();
-                match slot.tx.send(msg) {
+                match slot.tx.send(Mail::Op(msg)) {
                     Ok(()) => return,
                     // The thread is gone (it panicked): start a new one.
-                    Err(crossbeam_channel::SendError(msg)) => {
+                    Err(crossbeam_channel::SendError(Mail::Op(msg))) => {
                         registry.open.remove(id);
                         msg
                     }
+                    Err(crossbeam_channel::SendError(Mail::Wake)) => return,
                 }
             }
             None => msg,
@@ -179,14 +183,19 @@ impl Engine {
         let pinned = Arc::new(AtomicBool::new(false));
         let done = Arc::new(Done::default());
         let predecessor = registry.closing.get(id).cloned();
-        let actor = Actor::new(id.clone(), self.inner.clone(), pinned.clone());
+        let cell = Arc::new(Mutex::new(Actor::new(
+            id.clone(),
+            self.inner.clone(),
+            pinned.clone(),
+        )));
+        let thread_cell = cell.clone();
         let (thread_done, inner, thread_id) = (done.clone(), self.inner.clone(), id.clone());
         let spawned = std::thread::Builder::new()
             .name("roost-actor".into())
             .stack_size(ACTOR_STACK_BYTES)
             .spawn(move || {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    actor.run(rx, predecessor)
+                    Actor::run(&thread_cell, rx, predecessor)
                 }));
                 if outcome.is_err() {
                     tracing::error!(actor = %thread_id, "actor thread panicked");
@@ -211,12 +220,13 @@ impl Engine {
             ))));
             return Err(err.into());
         }
-        let _ = tx.send(msg);
+        let _ = tx.send(Mail::Op(msg));
         metrics::counter!(telemetry::ACTOR_OPENS).increment(1);
         registry.open.insert(
             id.clone(),
             Slot {
                 tx,
+                cell,
                 last_used: Instant::now(),
                 pinned,
                 done,
@@ -233,6 +243,10 @@ impl Engine {
         op: Op,
         create_as: Option<Durability>,
     ) -> Result<OpOutput, EngineError> {
+        let op = match self.try_inline(id, op, create_as) {
+            Ok(answer) => return answer,
+            Err(op) => op,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(
             id,
@@ -247,6 +261,58 @@ impl Engine {
                 "the actor stopped before answering".into(),
             ))
         })
+    }
+
+    /// Runs a cheap op (KV, counters) on the calling thread when the actor
+    /// is open, answers without an fsync (buffered or memory), nothing is
+    /// queued before it and its thread is not busy: no thread hop at all.
+    /// Otherwise hands the op back to be queued.
+    fn try_inline(
+        &self,
+        id: &ActorId,
+        op: Op,
+        create_as: Option<Durability>,
+    ) -> Result<Result<OpOutput, EngineError>, Op> {
+        if !op.is_cheap() || self.inner.closed.load(Ordering::Acquire) {
+            return Err(op);
+        }
+        let (cell, tx) = {
+            let mut registry = self.inner.registry.lock();
+            let Some(slot) = registry.open.get_mut(id) else {
+                return Err(op);
+            };
+            if !slot.tx.is_empty() {
+                return Err(op);
+            }
+            slot.last_used = Instant::now();
+            (slot.cell.clone(), slot.tx.clone())
+        };
+        let Some(mut actor) = cell.try_lock() else {
+            return Err(op);
+        };
+        // Checked again under the actor's lock: ops queued before this one
+        // run first.
+        if !tx.is_empty() || !actor.runs_inline() {
+            return Err(op);
+        }
+        if let Err(err) = op.validate(&self.inner.config.limits) {
+            return Ok(Err(err));
+        }
+        let answer = Arc::new(Mutex::new(None));
+        let slot = answer.clone();
+        let now_dirty = actor.run_inline(Msg {
+            op,
+            create_as,
+            reply: Box::new(move |result| *slot.lock() = Some(result)),
+        });
+        drop(actor);
+        if now_dirty {
+            // The thread may be asleep without a deadline: let it arm the flush timer.
+            let _ = tx.send(Mail::Wake);
+        }
+        let answer = answer.lock().take();
+        Ok(answer
+            .unwrap_or_else(|| Err(EngineError::Internal("inline op was not answered".into()))))
     }
 
     /// Describes a stored (or in-memory) actor without opening it.

@@ -63,6 +63,19 @@ impl Op {
         )
     }
 
+    /// Ops that take microseconds: safe to run on an async worker thread.
+    pub fn is_cheap(&self) -> bool {
+        matches!(
+            self,
+            Op::KvGet { .. }
+                | Op::KvPut { .. }
+                | Op::KvDelete { .. }
+                | Op::KvList(_)
+                | Op::CounterAdd { .. }
+                | Op::CounterGet { .. }
+        )
+    }
+
     /// Whether a failure half-way could leave part of the op applied. KV and
     /// counter ops make at most one change that matters, and SQLite undoes a
     /// failed statement by itself; user SQL may run many statements.

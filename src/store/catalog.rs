@@ -7,7 +7,7 @@
 use super::sql_error;
 use crate::config::Durability;
 use crate::error::EngineError;
-use futures::executor::block_on;
+use crate::store::block_on;
 use libsql::{Connection, Database, Value};
 use parking_lot::Mutex;
 use std::path::Path;

@@ -6,9 +6,9 @@
 
 use super::{as_i64, ActorDb};
 use crate::error::EngineError;
+use crate::store::block_on;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as CURSOR_B64;
 use base64::Engine as _;
-use futures::executor::block_on;
 use libsql::Value;
 use serde::Serialize;
 
@@ -221,12 +221,14 @@ impl ActorDb {
         );
         let mut items = Vec::with_capacity(limit.min(64));
         let mut more = false;
+        // A page also ends early once its values fill the response budget.
+        let mut budget = self.limits().max_result_bytes;
         {
             let mut rows = block_on(self.conn.query(&sql, params)).map_err(|e| self.error(e))?;
             while let Some(row) = block_on(rows.next()).map_err(|e| self.error(e))? {
-                if items.len() == limit {
+                if items.len() == limit || (budget == 0 && !items.is_empty()) {
                     more = true;
-                    continue;
+                    break;
                 }
                 let key = match row.get_value(0).map_err(|e| self.error(e))? {
                     Value::Blob(k) => String::from_utf8(k)
@@ -248,6 +250,8 @@ impl ActorDb {
                 } else {
                     None
                 };
+                let size = key.len() + value.as_ref().map_or(0, Vec::len) + 32;
+                budget = budget.saturating_sub(size);
                 items.push(ListItem {
                     key,
                     version,

@@ -18,12 +18,26 @@ use crate::config::{Durability, Limits};
 use crate::engine::watchdog::QuerySlot;
 use crate::error::EngineError;
 use authorizer::UserSqlGate;
-use futures::executor::block_on;
 use libsql::{params::IntoParams, Connection, Database, Statement, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Drives one of libSQL's local calls, which are `async` in signature but
+/// finish on their first poll. Unlike an executor's `block_on`, this may
+/// run inside another executor (an op run inline by a caller that is itself
+/// blocking on the engine).
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::yield_now();
+    }
+}
 
 /// Marks a file as a roost actor database (`PRAGMA application_id`).
 const APPLICATION_ID: i64 = 0x726f_6f73;
@@ -91,6 +105,10 @@ impl ActorDb {
             slot,
         };
         if matches!(location, Location::File(_)) {
+            // One connection per actor: hold the file exclusively, which also
+            // keeps the WAL index in memory (no -shm file to create, map and
+            // delete on every open and close).
+            db.pragma("PRAGMA locking_mode = EXCLUSIVE")?;
             db.pragma("PRAGMA journal_mode = WAL")?;
             db.pragma("PRAGMA synchronous = FULL")?;
             db.pragma("PRAGMA journal_size_limit = 8388608")?;

@@ -5,7 +5,7 @@ use super::split::split_statements;
 use super::value::SqlValue;
 use super::ActorDb;
 use crate::error::EngineError;
-use futures::executor::block_on;
+use crate::store::block_on;
 use libsql::params::Params;
 use serde::{Deserialize, Serialize};
 

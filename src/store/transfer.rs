@@ -4,7 +4,7 @@
 use super::{sql_error, ActorDb, Location};
 use crate::config::{Durability, Limits};
 use crate::error::EngineError;
-use futures::executor::block_on;
+use crate::store::block_on;
 use libsql::Value;
 use std::io::Read;
 use std::path::Path;
