@@ -122,7 +122,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local multi-region cluster behind a Fly-like proxy.
     Dev(crate::dev::DevArgs),
     /// Measure roost against baselines run in the same process.

@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve(args) => roost::server::run(args).await,
+        Command::Serve(args) => roost::server::run(*args).await,
         Command::Dev(args) => roost::dev::run(args).await,
         Command::Bench(args) => roost::bench::run(args).await,
     }
