@@ -217,7 +217,8 @@ impl Actor {
                     self.unflushed_since.get_or_insert_with(Instant::now);
                 }
             }
-            (_, Ok(output)) => self.pending.push(Pending {
+            (Durability::Memory, Ok(output)) => reply(Ok(output)),
+            (Durability::Durable, Ok(output)) => self.pending.push(Pending {
                 op,
                 reply: Some(reply),
                 result: Ok(output),
@@ -255,7 +256,10 @@ impl Actor {
             .db
             .as_mut()
             .ok_or_else(|| EngineError::Internal("actor is not open".into()))?;
-        if !db.in_transaction() {
+        // Memory actors have nothing to sync: each op commits on its own
+        // (SQL atomically, in its savepoint) and is answered at once.
+        let durability = db.durability();
+        if durability != Durability::Memory && !db.in_transaction() {
             db.begin()?;
         }
         if !op.needs_savepoint() {

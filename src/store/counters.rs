@@ -1,5 +1,5 @@
 //! Counters over the reserved `_roost_counters` table. Overflow is an
-//! error, never SQLite's silent switch to floating point.
+//! error (a CHECK constraint), never SQLite's silent switch to floating point.
 
 use super::{as_i64, ActorDb};
 use crate::error::EngineError;
@@ -17,18 +17,28 @@ impl ActorDb {
         }
     }
 
-    /// Adds `by` to the counter and returns its new value.
+    /// Adds `by` to the counter and returns its new value, in one statement.
     pub fn counter_add(&mut self, name: &str, by: i64) -> Result<i64, EngineError> {
-        let value = self.counter_get(name)?.checked_add(by).ok_or_else(|| {
-            EngineError::InvalidRequest(format!(
-                "counter {name:?} would overflow a signed 64-bit value"
-            ))
-        })?;
-        self.exec(
-            "INSERT INTO _roost_counters (name, value) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            vec![Value::Text(name.to_owned()), Value::Integer(value)],
-        )?;
-        Ok(value)
+        let row = self
+            .query_row(
+                "INSERT INTO _roost_counters (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+                 RETURNING value",
+                vec![Value::Text(name.to_owned()), Value::Integer(by)],
+            )
+            .map_err(|err| match err {
+                EngineError::Sql(msg) if msg.contains("CHECK constraint failed") => {
+                    EngineError::InvalidRequest(format!(
+                        "counter {name:?} would overflow a signed 64-bit value"
+                    ))
+                }
+                other => other,
+            })?;
+        match row.as_deref() {
+            Some([value]) => as_i64(value),
+            _ => Err(EngineError::Internal(
+                "counter upsert returned no row".into(),
+            )),
+        }
     }
 }

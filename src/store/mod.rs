@@ -45,7 +45,11 @@ const APPLICATION_ID: i64 = 0x726f_6f73;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _roost_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _roost_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _roost_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _roost_counters (
+    name TEXT PRIMARY KEY,
+    -- SQLite turns an overflowing integer sum into a float; this refuses it.
+    value INTEGER NOT NULL CHECK (typeof(value) = 'integer')
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO _roost_meta (key, value) VALUES ('kv_clock', 0);
 ";
 
