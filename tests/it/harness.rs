@@ -1,7 +1,7 @@
 //! Starting servers for tests: in-process (an engine plus the axum app on
 //! 127.0.0.1:0) or as a real `roost serve` child process.
 
-use roost::http::{AppState, NodeInfo};
+use roost::http::{AppState, HttpLimits, NodeInfo};
 use roost::{Engine, EngineConfig};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -44,6 +44,15 @@ impl TestServer {
         token: Option<&str>,
         jwt_secret: Option<&str>,
     ) -> Self {
+        Self::with_limits(tune, token, jwt_secret, HttpLimits::default()).await
+    }
+
+    pub async fn with_limits(
+        tune: impl FnOnce(&mut EngineConfig),
+        token: Option<&str>,
+        jwt_secret: Option<&str>,
+        limits: HttpLimits,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = EngineConfig {
             data_dir: dir.path().join("data"),
@@ -57,6 +66,7 @@ impl TestServer {
         );
         state.auth.token = token.map(str::to_owned);
         state.auth.jwt_secret = jwt_secret.map(str::to_owned);
+        state.limits = limits;
         let state = Arc::new(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -447,3 +447,88 @@ async fn request_ids_are_echoed_or_generated() {
         .unwrap();
     assert_eq!(generated.headers()["x-request-id"].len(), 16);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_request_timeout_gets_408_and_the_server_keeps_serving() {
+    let limits = roost::http::HttpLimits {
+        request_timeout: std::time::Duration::from_millis(300),
+        ..roost::http::HttpLimits::default()
+    };
+    let server =
+        TestServer::with_limits(|c| c.limits.query_timeout_ms = 1500, None, None, limits).await;
+    server.add("slow", "n", 1).await;
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .sql("slow", json!({"sql": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"}))
+        .await;
+    assert_eq!((status, code(&body)), (408, "request-timeout"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(1200));
+    // The actor still runs the abandoned query until its own limit stops it.
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    assert_eq!(
+        server.add("slow", "n", 1).await,
+        2,
+        "then it goes on serving"
+    );
+}
+
+#[test]
+fn json_access_logs_carry_request_id_actor_status_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--access-log",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    let url = banner
+        .trim()
+        .strip_prefix("roost: listening on ")
+        .unwrap()
+        .to_owned();
+    let status = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-X",
+            "POST",
+            "-H",
+            "x-request-id: trace-me",
+        ])
+        .arg(format!("{url}/v1/actors/room%2F1/counters/n"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let access: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["target"] == "roost::access")
+        .unwrap_or_else(|| panic!("no access log line in {logs}"));
+    let fields = &access["fields"];
+    assert_eq!(fields["request_id"], "trace-me");
+    assert_eq!(fields["actor"], "room/1");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["route"], "/v1/actors/{id}/counters/{name}");
+    assert!(fields["latency_ms"].as_f64().is_some());
+}
