@@ -9,7 +9,8 @@ use crate::error::EngineError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,21 +79,47 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
 /// The raw body, bounded by the configured size limit.
 pub struct RawBody(pub Bytes);
 
+/// Most bytes of an oversized body read and dropped before answering 413.
+const LINGER_BYTES: usize = 64 << 20;
+/// Longest the server keeps draining an oversized body.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl FromRequest<Arc<AppState>> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let limit = state.engine.config().limits.max_body_bytes;
-        Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))
-                } else {
-                    ApiError::InvalidRequest(format!("unreadable body: {e}"))
-                }
-            })
+        let mut stream = req.into_body().into_data_stream();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::InvalidRequest(format!("unreadable body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                linger(&mut stream).await;
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "request body exceeds {limit} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(RawBody(body.freeze()))
+    }
+}
+
+/// Lingering close: takes in (and drops) what the client is still sending
+/// after its body was refused, within bounds, so the connection is not reset
+/// under it before it reads the 413.
+pub async fn linger<S, E>(stream: &mut S)
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(more))) => drained += more.len(),
+            _ => break,
+        }
     }
 }
 

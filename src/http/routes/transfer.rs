@@ -98,6 +98,7 @@ async fn receive(body: Body, path: &std::path::Path, limit: u64) -> Result<(), A
             chunk.map_err(|e| ApiError::InvalidRequest(format!("upload interrupted: {e}")))?;
         total += chunk.len() as u64;
         if total > limit {
+            crate::http::extract::linger(&mut stream).await;
             return Err(ApiError::PayloadTooLarge(format!(
                 "uploads are limited to {limit} bytes"
             )));
