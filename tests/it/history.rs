@@ -432,9 +432,10 @@ impl Model for Register {
                                 version: Version::Above(old),
                             });
                         }
-                        if may_fail {
-                            out.push(state.clone());
-                        }
+                        // Unanswered: it may also never have run (lost with
+                        // the crash before it executed or committed), even
+                        // where its precondition would have held.
+                        out.push(state.clone());
                     }
                 }
                 out
@@ -525,6 +526,19 @@ mod tests {
             op(3, 9, 10, Get, 1),
         ];
         assert!(check(&Counter, 0, &history).is_err());
+    }
+
+    #[test]
+    fn a_pending_compare_and_set_may_never_have_run_even_if_it_would_have_won() {
+        // Found by the crash loop: the key is known at version 538, a CAS
+        // expecting 538 is in flight when the server dies, and the restart
+        // still reads version 538.
+        let history = [
+            op(0, 0, 1, put(None, "a"), RegisterOut::Stored(538)),
+            pending(1, 2, 50, put(Some(538), "b")),
+            op(2, 60, 61, RegisterOp::Get, get("a", 538)),
+        ];
+        assert!(check(&Register, RegisterState::absent(), &history).is_ok());
     }
 
     #[test]
