@@ -50,35 +50,12 @@ pub fn sql_request(raw: &[u8], limits: &Limits) -> Result<SqlRequest, Failure> {
     json_request(raw, limits, "SQL request")
 }
 
-/// The KV list query; every key optional, an empty buffer lists from the start.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct ListParams {
-    prefix: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    limit: Option<usize>,
-    reverse: bool,
-    cursor: Option<String>,
-    values: bool,
-}
-
 /// `{"prefix", "start", "end", "limit", "reverse", "cursor", "values"}`.
 pub fn list_query(raw: &[u8], limits: &Limits) -> Result<ListQuery, Failure> {
-    let params: ListParams = if raw.is_empty() {
-        ListParams::default()
-    } else {
-        json_request(raw, limits, "list query")?
-    };
-    Ok(ListQuery {
-        prefix: params.prefix,
-        start: params.start,
-        end: params.end,
-        limit: params.limit,
-        reverse: params.reverse,
-        cursor: params.cursor,
-        values: params.values,
-    })
+    if raw.is_empty() {
+        return Ok(ListQuery::default());
+    }
+    json_request(raw, limits, "list query")
 }
 
 /// The actor list query: `{"prefix", "limit", "cursor"}`, the cursor being

@@ -35,8 +35,10 @@ pub enum Precondition {
     Absent,
 }
 
-/// Which keys a list call visits.
-#[derive(Debug, Clone, Default)]
+/// Which keys a list call visits; the HTTP query string and the C ABI's
+/// JSON both deserialize straight into it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ListQuery {
     pub prefix: Option<String>,
     pub start: Option<String>,

@@ -10,7 +10,6 @@ use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -132,20 +131,6 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    prefix: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    limit: Option<usize>,
-    #[serde(default)]
-    reverse: bool,
-    cursor: Option<String>,
-    #[serde(default)]
-    values: bool,
-}
-
 /// Keys in order, paged with an opaque cursor.
 #[utoipa::path(
     get,
@@ -166,16 +151,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     target: Target,
-    QueryParams(params): QueryParams<ListParams>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<ListPage>, ApiError> {
-    let query = ListQuery {
-        prefix: params.prefix,
-        start: params.start,
-        end: params.end,
-        limit: params.limit,
-        reverse: params.reverse,
-        cursor: params.cursor,
-        values: params.values,
-    };
     Ok(Json(state.engine.kv_list(&target.actor, query).await?))
 }
