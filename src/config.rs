@@ -80,6 +80,9 @@ pub struct EngineConfig {
     pub flush_max_ops: usize,
     pub max_open_actors: usize,
     pub idle_timeout_ms: u64,
+    /// Limiter actors that rate-limit keys are spread over; the same on
+    /// every machine of a cluster (it decides which actor holds a key).
+    pub ratelimit_shards: u32,
     #[serde(flatten)]
     pub limits: Limits,
 }
@@ -93,6 +96,7 @@ impl Default for EngineConfig {
             flush_max_ops: 1000,
             max_open_actors: 1024,
             idle_timeout_ms: 60_000,
+            ratelimit_shards: crate::limiter::DEFAULT_SHARDS,
             limits: Limits::default(),
         }
     }
@@ -203,6 +207,17 @@ pub struct ServeArgs {
     /// Longest a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "ROOST_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
     pub shutdown_timeout_ms: u64,
+    /// A named rate-limit policy, `name=limit/window` (e.g. `api=100/60s`); repeatable.
+    #[arg(
+        long = "ratelimit-policy",
+        env = "ROOST_RATELIMIT_POLICY",
+        value_delimiter = ','
+    )]
+    pub ratelimit_policies: Vec<crate::limiter::policy::NamedPolicy>,
+    /// Limiter actors that rate-limit keys are spread over (the same on every machine).
+    #[arg(long, env = "ROOST_RATELIMIT_SHARDS", default_value_t = crate::limiter::DEFAULT_SHARDS,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub ratelimit_shards: u32,
     /// Log format.
     #[arg(long, env = "ROOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -217,6 +232,7 @@ impl ServeArgs {
             flush_max_ops: self.flush_max_ops,
             max_open_actors: self.max_open_actors,
             idle_timeout_ms: self.idle_timeout_ms,
+            ratelimit_shards: self.ratelimit_shards,
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_actor_bytes: self.max_actor_bytes,

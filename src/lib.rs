@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod http;
+pub mod limiter;
 pub mod server;
 pub mod store;
 pub mod telemetry;

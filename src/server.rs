@@ -50,6 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_requests: args.max_concurrent_requests,
             access_log: args.access_log,
         },
+        ratelimit_policies: crate::limiter::NamedPolicies::new(args.ratelimit_policies.clone()),
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

@@ -10,7 +10,7 @@ use super::membership::Member;
 use super::placement::{Node, Placement};
 use super::Routing;
 use crate::actor_id::ActorId;
-use crate::http::extract::actor_in_path;
+use crate::http::extract::{actor_in_path, ratelimit_key_in_path};
 use crate::http::problem::ApiError;
 use crate::http::AppState;
 use axum::body::Body;
@@ -31,9 +31,12 @@ pub async fn route(
     next: Next,
 ) -> Result<Response, ApiError> {
     // Invalid IDs and unknown regions are reported by the handler itself.
-    let placement = actor_in_path(request.uri().path())
-        .and_then(|raw| ActorId::parse(&raw).ok())
-        .and_then(|id| state.node.place(&id).ok());
+    let path = request.uri().path();
+    let actor = match ratelimit_key_in_path(path) {
+        Some(key) => Some(state.engine.ratelimit_actor(&key)),
+        None => actor_in_path(path).and_then(|raw| ActorId::parse(&raw).ok()),
+    };
+    let placement = actor.and_then(|id| state.node.place(&id).ok());
     let placement = match placement {
         None | Some(Placement::Here) => return Ok(next.run(request).await),
         Some(elsewhere) => elsewhere,

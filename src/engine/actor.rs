@@ -17,6 +17,7 @@ use super::{Done, Inner};
 use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
+use crate::limiter::state::LimiterState;
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -61,6 +62,8 @@ pub(crate) struct Actor {
     pending: Vec<Pending>,
     unflushed_since: Option<Instant>,
     pinned: Arc<AtomicBool>,
+    /// Rate-limit state, when this actor is a limiter shard.
+    limiter: LimiterState,
 }
 
 impl Actor {
@@ -74,6 +77,7 @@ impl Actor {
             pending: Vec::new(),
             unflushed_since: None,
             pinned,
+            limiter: LimiterState::default(),
         }
     }
 
@@ -203,6 +207,14 @@ impl Actor {
         }
         match (self.durability(), result) {
             (_, Err(err)) => reply(Err(err)),
+            (Durability::Buffered, Ok(output)) if matches!(op, Op::RateLimit { .. }) => {
+                // The limiter's memory is its log: it is written at flush,
+                // never replayed (a replay would spend the allowance twice).
+                reply(Ok(output));
+                if self.limiter.dirty_len() > 0 {
+                    self.unflushed_since.get_or_insert_with(Instant::now);
+                }
+            }
             (Durability::Buffered, Ok(output)) => {
                 let answered = Ok(output.clone());
                 reply(Ok(output));
@@ -262,6 +274,12 @@ impl Actor {
         if durability != Durability::Memory && !db.in_transaction() {
             db.begin()?;
         }
+        if let Op::RateLimit { key, policy, cost } = op {
+            return self
+                .limiter
+                .decide(db, key, policy, *cost)
+                .map(OpOutput::RateLimit);
+        }
         if !op.needs_savepoint() {
             return op.apply(db);
         }
@@ -281,6 +299,11 @@ impl Actor {
         let pending = std::mem::take(&mut self.pending);
         let mut lost = 0usize;
         for mut entry in pending {
+            if matches!(entry.op, Op::RateLimit { .. }) {
+                // Decided in memory, which the rollback did not touch.
+                self.pending.push(entry);
+                continue;
+            }
             let result = self.apply(&entry.op);
             match (&entry.reply, result) {
                 (Some(_), result) => entry.result = result,
@@ -305,9 +328,10 @@ impl Actor {
     fn end_batch(&mut self) {
         match self.durability() {
             Durability::Buffered => {
-                let due = self.pending.len() >= self.inner.config.flush_max_ops
+                let unwritten = self.pending.len() + self.limiter.dirty_len();
+                let due = unwritten >= self.inner.config.flush_max_ops
                     || self.flush_deadline().is_some_and(|d| d <= Instant::now())
-                    || self.pending.is_empty();
+                    || unwritten == 0;
                 if due {
                     self.flush();
                 }
@@ -320,16 +344,19 @@ impl Actor {
         let Some(db) = self.db.as_mut() else { return };
         let committed = if db.in_transaction() {
             let started = Instant::now();
-            let result = db.commit();
+            let result = self.limiter.write(db).and_then(|()| db.commit());
             metrics::histogram!(telemetry::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
             metrics::histogram!(telemetry::COMMIT_BATCH_OPS).record(self.pending.len() as f64);
             result
         } else {
             Ok(())
         };
-        if let Err(err) = &committed {
-            db.rollback();
-            tracing::warn!(actor = %self.id, error = %err, "commit failed; the batch is not acknowledged");
+        match &committed {
+            Ok(()) => self.limiter.written(),
+            Err(err) => {
+                db.rollback();
+                tracing::warn!(actor = %self.id, error = %err, "commit failed; the batch is not acknowledged");
+            }
         }
         for entry in self.pending.drain(..) {
             if let Some(reply) = entry.reply {
@@ -347,6 +374,18 @@ impl Actor {
             self.unflushed_since = None;
             return;
         };
+        if self.limiter.dirty_len() > 0 {
+            let written = match db.in_transaction() {
+                true => Ok(()),
+                false => db.begin(),
+            }
+            .and_then(|()| self.limiter.write(db));
+            if let Err(err) = written {
+                tracing::error!(actor = %self.id, error = %err, "writing rate-limit state failed; retrying on the next interval");
+                self.unflushed_since = Some(Instant::now());
+                return;
+            }
+        }
         if !db.in_transaction() {
             self.forget_pending();
             self.unflushed_since = None;
@@ -359,6 +398,7 @@ impl Actor {
         match committed {
             Ok(()) => {
                 self.forget_pending();
+                self.limiter.written();
                 self.unflushed_since = None;
             }
             Err(err) => {
@@ -389,6 +429,7 @@ impl Actor {
 
     fn destroy(&mut self) -> Result<OpOutput, EngineError> {
         let existed = self.db.is_some() || self.file.exists();
+        self.limiter.clear();
         if let Some(db) = self.db.take() {
             db.close();
         }
@@ -455,6 +496,7 @@ impl Actor {
             durability,
             &self.inner.config.limits,
         )?;
+        self.limiter.clear();
         if let Some(db) = self.db.take() {
             db.close();
         }
@@ -481,6 +523,7 @@ impl Actor {
         if self.durability() == Durability::Buffered && !self.pending.is_empty() {
             tracing::error!(actor = %self.id, writes = self.pending.len(), "closing with unflushed buffered writes");
         }
+        self.limiter.clear();
         if let Some(db) = self.db.take() {
             db.close();
         }

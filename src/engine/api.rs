@@ -7,6 +7,7 @@ use super::Engine;
 use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
+use crate::limiter::{Decision, Policy};
 use crate::store::kv::{KvEntry, ListPage, ListQuery, Precondition};
 use crate::store::sql::{SqlRequest, SqlResponse};
 
@@ -106,6 +107,36 @@ impl Engine {
             OpOutput::Counter(value) => Ok(value),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Spends `cost` of `key`'s allowance under `policy` on the key's
+    /// limiter actor (see [`crate::limiter`]). Limiter actors are buffered,
+    /// or memory when the engine keeps nothing on disk.
+    pub async fn ratelimit(
+        &self,
+        key: &str,
+        policy: Policy,
+        cost: u64,
+    ) -> Result<Decision, EngineError> {
+        let id = self.ratelimit_actor(key);
+        let create_as = match self.config().durability {
+            Durability::Memory => Durability::Memory,
+            _ => Durability::Buffered,
+        };
+        let op = Op::RateLimit {
+            key: key.to_owned(),
+            policy,
+            cost,
+        };
+        match self.call(&id, op, Some(create_as)).await? {
+            OpOutput::RateLimit(decision) => Ok(decision),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The limiter actor that holds `key`.
+    pub fn ratelimit_actor(&self, key: &str) -> ActorId {
+        crate::limiter::shard_actor(key, self.config().ratelimit_shards)
     }
 
     /// Removes the actor and its data; returns whether it existed.

@@ -2,6 +2,7 @@
 //! database. HTTP and the C ABI both build these; nothing here is front-specific.
 
 use crate::error::EngineError;
+use crate::limiter::{Decision, Policy};
 use crate::store::kv::{KvEntry, ListPage, ListQuery, Precondition};
 use crate::store::sql::{SqlRequest, SqlResponse};
 use crate::store::ActorDb;
@@ -30,6 +31,12 @@ pub enum Op {
     CounterGet {
         name: String,
     },
+    /// Spends `cost` of `key`'s allowance under `policy` (GCRA), if it can.
+    RateLimit {
+        key: String,
+        policy: Policy,
+        cost: u64,
+    },
     /// Removes the actor and all its data.
     Destroy,
     /// Writes a consistent copy of the database to a new temporary file.
@@ -49,6 +56,7 @@ pub enum OpOutput {
     Existed(bool),
     Page(ListPage),
     Counter(i64),
+    RateLimit(Decision),
     /// A file the caller now owns (and must remove).
     File(std::path::PathBuf),
     Imported,
@@ -73,6 +81,7 @@ impl Op {
                 | Op::KvList(_)
                 | Op::CounterAdd { .. }
                 | Op::CounterGet { .. }
+                | Op::RateLimit { .. }
         )
     }
 
@@ -123,6 +132,11 @@ impl Op {
                 Ok(())
             }
             Op::CounterAdd { name, .. } | Op::CounterGet { name } => key_ok("counter name", name),
+            Op::RateLimit { key, policy, cost } => {
+                key_ok("rate-limit key", key)?;
+                policy.validate()?;
+                policy.check_cost(*cost)
+            }
             Op::Sql(_) | Op::KvList(_) | Op::Destroy | Op::Export | Op::Import { .. } => Ok(()),
         }
     }
@@ -156,9 +170,9 @@ impl Op {
             Op::KvList(query) => OpOutput::Page(db.kv_list(query)?),
             Op::CounterAdd { name, by } => OpOutput::Counter(db.counter_add(name, *by)?),
             Op::CounterGet { name } => OpOutput::Counter(db.counter_get(name)?),
-            Op::Destroy | Op::Export | Op::Import { .. } => {
+            Op::Destroy | Op::Export | Op::Import { .. } | Op::RateLimit { .. } => {
                 return Err(EngineError::Internal(
-                    "whole-actor ops are run by the actor".into(),
+                    "whole-actor and limiter ops are run by the actor".into(),
                 ))
             }
         })

@@ -167,6 +167,15 @@ impl<S: Send + Sync> FromRequestParts<S> for CreateAs {
 
 /// The decoded actor ID of a `/v1/actors/{id}...` path, for middleware that
 /// runs before routing (auth, access logs).
+/// The key of a `/v1/ratelimit/{key}` path, decoded.
+pub fn ratelimit_key_in_path(path: &str) -> Option<String> {
+    let segment = path.strip_prefix("/v1/ratelimit/")?;
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?;
+    (!decoded.is_empty() && !segment.contains('/')).then(|| decoded.into_owned())
+}
+
 pub fn actor_in_path(path: &str) -> Option<String> {
     let segment = path.strip_prefix("/v1/actors/")?.split('/').next()?;
     let decoded = percent_encoding::percent_decode_str(segment)

@@ -63,6 +63,8 @@ pub struct AppState {
     pub node: NodeInfo,
     pub auth: AuthConfig,
     pub limits: HttpLimits,
+    /// `--ratelimit-policy` values, by name.
+    pub ratelimit_policies: crate::limiter::NamedPolicies,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             node,
             auth: AuthConfig::default(),
             limits: HttpLimits::default(),
+            ratelimit_policies: Default::default(),
         }
     }
 }
@@ -88,6 +91,7 @@ impl AppState {
         (name = "sql", description = "SQL on the actor's database"),
         (name = "kv", description = "Versioned key-value storage"),
         (name = "counters", description = "Atomic counters"),
+        (name = "ratelimit", description = "Global rate limiting on limiter actors (GCRA)"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]
@@ -108,6 +112,7 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(routes::counters::get, routes::counters::add))
         .routes(routes!(routes::transfer::export))
         .routes(routes!(routes::transfer::import))
+        .routes(routes!(routes::ratelimit::decide))
         .routes(routes!(routes::meta::metrics))
 }
 

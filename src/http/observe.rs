@@ -111,6 +111,7 @@ fn route_label(path: &str) -> &'static str {
             "/readyz" => "/readyz",
             "/metrics" => "/metrics",
             "/v1/openapi.json" => "/v1/openapi.json",
+            _ if path.starts_with("/v1/ratelimit/") => "/v1/ratelimit/{key}",
             _ => "other",
         };
     };

@@ -25,6 +25,9 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("{0}")]
     OwnerUnavailable(String),
+    /// A rate-limit decision said no.
+    #[error("rate limit for key {:?} exceeded; retry in {} ms", .0.key, .0.decision.retry_after_ms)]
+    RateLimited(Box<Denied>),
     /// Another machine owns the actor; `replay` is the `fly-replay` value.
     #[error("{detail}")]
     WrongOwner {
@@ -34,6 +37,15 @@ pub enum ApiError {
     },
 }
 
+/// What a 429 carries besides the problem fields.
+#[derive(Debug)]
+pub struct Denied {
+    pub key: String,
+    pub decision: crate::limiter::Decision,
+    /// `RateLimit-Policy` and `RateLimit`.
+    pub headers: axum::http::HeaderMap,
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
@@ -41,6 +53,9 @@ struct Problem<'a> {
     title: &'a str,
     status: u16,
     detail: String,
+    /// Extension members of a rate-limit denial.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    decision: Option<crate::limiter::Decision>,
 }
 
 impl ApiError {
@@ -92,6 +107,7 @@ impl ApiError {
                 "Owner unavailable",
             ),
             ApiError::WrongOwner { .. } => (S::CONFLICT, "wrong-owner", "Wrong owner"),
+            ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate-limited", "Rate limited"),
             ApiError::RequestTimeout(_) => {
                 (S::REQUEST_TIMEOUT, "request-timeout", "Request timed out")
             }
@@ -114,6 +130,10 @@ impl IntoResponse for ApiError {
             title,
             status: status.as_u16(),
             detail: self.to_string(),
+            decision: match &self {
+                ApiError::RateLimited(denied) => Some(denied.decision),
+                _ => None,
+            },
         };
         let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
@@ -133,6 +153,11 @@ impl IntoResponse for ApiError {
                 headers.insert("fly-replay-cache", pattern);
                 headers.insert("fly-replay-cache-ttl-secs", HeaderValue::from_static("60"));
             }
+        }
+        if let ApiError::RateLimited(denied) = self {
+            let retry_s = denied.decision.retry_after_ms.div_ceil(1000).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_s));
+            headers.extend(denied.headers);
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

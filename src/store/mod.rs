@@ -9,6 +9,7 @@ pub mod authorizer;
 pub mod catalog;
 pub mod counters;
 pub mod kv;
+pub mod ratelimit;
 pub mod split;
 pub mod sql;
 pub mod transfer;

@@ -6,6 +6,7 @@ pub mod counters;
 pub mod health;
 pub mod kv;
 pub mod meta;
+pub mod ratelimit;
 pub mod sql;
 pub mod transfer;
 

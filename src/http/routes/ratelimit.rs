@@ -1,0 +1,132 @@
+//! `POST /v1/ratelimit/{key}`: one rate-limit decision (SPEC §6). The key's
+//! limiter actor is found by hashing the key; routing in front of this
+//! route sends the request to that actor's owner like any actor request.
+
+use crate::http::problem::{ApiError, Denied};
+use crate::http::AppState;
+use crate::limiter::{Decision, Policy};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// An inline policy (`limit` + `window_ms`) or a configured one (`policy`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRequest {
+    /// A policy configured with `--ratelimit-policy name=limit/window`.
+    policy: Option<String>,
+    /// Units of cost allowed per window.
+    limit: Option<u64>,
+    /// The window, in milliseconds.
+    window_ms: Option<u64>,
+    /// Units this request spends (default 1; 0 only looks).
+    #[serde(default = "one")]
+    cost: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// An allowed request's answer (a denied one is a 429 problem with the same fields).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LimitAnswer {
+    allowed: bool,
+    /// Units that could still be spent now.
+    remaining: u64,
+    /// Milliseconds until the whole limit is available again.
+    reset_ms: u64,
+}
+
+/// Spends `cost` of the key's allowance, or says when to retry.
+#[utoipa::path(
+    post,
+    path = "/v1/ratelimit/{key}",
+    tag = "ratelimit",
+    params(("key" = String, Path, description = "What is limited: a client IP, a user, an API key")),
+    request_body(content = LimitRequest, description = "`{\"limit\", \"window_ms\", \"cost\"}` or `{\"policy\", \"cost\"}`"),
+    responses(
+        (status = 200, body = LimitAnswer, description = "Allowed; `RateLimit-Policy` and `RateLimit` headers"),
+        (status = 400, description = "invalid-request: no or bad policy, cost above the limit"),
+        (status = 429, description = "rate-limited, with `Retry-After` and the same fields")
+    )
+)]
+pub async fn decide(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    crate::http::extract::JsonBody(body): crate::http::extract::JsonBody<LimitRequest>,
+) -> Result<(HeaderMap, Json<LimitAnswer>), ApiError> {
+    let (name, policy) = resolve(&state, &body)?;
+    let decision = state.engine.ratelimit(&key, policy, body.cost).await?;
+    metrics::counter!(
+        crate::telemetry::RATELIMIT_DECISIONS,
+        "allowed" => if decision.allowed { "true" } else { "false" }
+    )
+    .increment(1);
+    let headers = headers(&name, &policy, &decision);
+    if !decision.allowed {
+        return Err(ApiError::RateLimited(Box::new(Denied {
+            key,
+            decision,
+            headers,
+        })));
+    }
+    Ok((
+        headers,
+        Json(LimitAnswer {
+            allowed: true,
+            remaining: decision.remaining,
+            reset_ms: decision.reset_ms,
+        }),
+    ))
+}
+
+/// The policy the request names, with the name its headers carry.
+fn resolve(state: &AppState, body: &LimitRequest) -> Result<(String, Policy), ApiError> {
+    match (&body.policy, body.limit, body.window_ms) {
+        (Some(name), None, None) => match state.ratelimit_policies.get(name) {
+            Some(policy) => Ok((name.clone(), policy)),
+            None => Err(ApiError::InvalidRequest(format!(
+                "no rate-limit policy named {name:?} is configured (configured: {:?})",
+                state.ratelimit_policies.names()
+            ))),
+        },
+        (None, Some(limit), Some(window_ms)) => {
+            Ok(("default".to_owned(), Policy::new(limit, window_ms)?))
+        }
+        (Some(_), _, _) => Err(ApiError::InvalidRequest(
+            "give either \"policy\" or \"limit\" and \"window_ms\", not both".into(),
+        )),
+        (None, _, _) => Err(ApiError::InvalidRequest(
+            "a rate-limit request needs \"limit\" and \"window_ms\", or a configured \"policy\""
+                .into(),
+        )),
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit` as the IETF httpapi draft writes
+/// them: quota `q` per window `w` seconds; `r` units remaining, full again
+/// in `t` seconds.
+fn headers(name: &str, policy: &Policy, decision: &Decision) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let window_s = policy.window_ms.div_ceil(1000).max(1);
+    let reset_s = decision.reset_ms.div_ceil(1000);
+    let pairs = [
+        (
+            "ratelimit-policy",
+            format!("\"{name}\";q={};w={window_s}", policy.limit),
+        ),
+        (
+            "ratelimit",
+            format!("\"{name}\";r={};t={reset_s}", decision.remaining),
+        ),
+    ];
+    for (header, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(header), value);
+        }
+    }
+    headers
+}
