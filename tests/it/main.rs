@@ -11,3 +11,4 @@ mod history;
 mod hostile;
 mod lifecycle;
 mod operations;
+mod ratelimit;
