@@ -182,6 +182,30 @@ typedef struct {
     size_t len;
 } roost_bytes;
 
+/**
+ * The answer of `roost_ratelimit`. A denied request is a decision
+ * (`allowed` is false), not an error.
+ */
+typedef struct {
+    /**
+     * Whether the request was allowed (and its cost spent).
+     */
+    bool allowed;
+    /**
+     * Units of cost that could still be spent right now.
+     */
+    uint64_t remaining;
+    /**
+     * Milliseconds until the whole `limit` is available again.
+     */
+    uint64_t reset_ms;
+    /**
+     * Milliseconds until this request would be allowed: 0 when allowed,
+     * at least 1 when denied.
+     */
+    uint64_t retry_after_ms;
+} roost_ratelimit_decision;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -336,7 +360,8 @@ void roost_engine_close(roost_engine *engine);
  * `config_json` is a NUL-terminated JSON object; every key is optional:
  * `data_dir` (default `"./roost-data"`), `durability` (`"durable"`,
  * `"buffered"` or `"memory"`; the default for new actors), `flush_interval_ms`,
- * `flush_max_ops`, `max_open_actors`, `idle_timeout_ms`, and the limits
+ * `flush_max_ops`, `max_open_actors`, `idle_timeout_ms`, `ratelimit_shards`
+ * (limiter actors the `roost_ratelimit` keys are spread over), and the limits
  * `max_body_bytes`, `max_key_bytes`, `max_value_bytes`, `max_actor_bytes`,
  * `max_result_bytes`, `query_timeout_ms`. `"{}"` opens `./roost-data`
  * with the defaults. An unknown key or a bad value is `ROOST_INVALID_CONFIG`.
@@ -517,6 +542,36 @@ roost_result roost_kv_put_if(roost_engine *engine,
  */
 size_t roost_last_error(char *buf,
                         size_t len);
+
+/**
+ * Decides one request against the rate limit of `key` (a client IP, a user
+ * or API key: 1 to `max_key_bytes` bytes of UTF-8) under the policy
+ * `limit` units of cost per `window_ms` milliseconds (GCRA: a burst of up
+ * to `limit`, then one unit every `window_ms / limit`). When allowed, the
+ * request spends `cost` units; a `cost` of 0 only looks. Writes the
+ * decision to `*out_decision`.
+ *
+ * `ROOST_OK` whether the request was allowed or denied: a denial is
+ * `allowed == false` with `retry_after_ms` set. `ROOST_INVALID_REQUEST`
+ * for an empty key, a `limit` of 0 or above 1,000,000,000, a `window_ms`
+ * of 0 or above 366 days, or a `cost` above `limit` (it could never be
+ * allowed); `ROOST_TOO_LARGE` for a key over `max_key_bytes`. Nothing is
+ * spent on failure.
+ *
+ * A key's state does not record its policy: use one policy per key (give
+ * keys a prefix per policy to keep several limits apart). State lives
+ * in limiter actors (`roost-ratelimit-NNN`): in memory on a `memory`
+ * engine, otherwise `buffered`, so it survives `roost_engine_close` and
+ * reopening, but a crash may forget decisions since the last flush (that
+ * errs towards allowing). The call never waits for an fsync.
+ */
+roost_result roost_ratelimit(roost_engine *engine,
+                             const uint8_t *key,
+                             size_t key_len,
+                             uint64_t limit,
+                             uint64_t window_ms,
+                             uint64_t cost,
+                             roost_ratelimit_decision *out_decision);
 
 /**
  * The name of a result code as spelled in this header (`"ROOST_NOT_FOUND"`),

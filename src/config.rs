@@ -201,6 +201,12 @@ pub struct ServeArgs {
     /// Requests served at once; more wait their turn.
     #[arg(long, env = "ROOST_MAX_CONCURRENT_REQUESTS", default_value_t = 4096)]
     pub max_concurrent_requests: usize,
+    /// Longest a client may take to send a request's headers, or anything on a new or idle connection.
+    #[arg(long, env = "ROOST_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Open client connections at most; more are closed on arrival.
+    #[arg(long, env = "ROOST_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
     /// Log one `roost::access` event per request (request id, actor, status, latency).
     #[arg(long, env = "ROOST_ACCESS_LOG")]
     pub access_log: bool,

@@ -20,6 +20,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    // Every connection and every open actor holds descriptors; the usual
+    // soft limit of 1024 would cap both long before memory does.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "could not raise the open-file limit"),
+    }
     let config = args.engine_config();
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await?
@@ -49,10 +55,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
             max_concurrent_requests: args.max_concurrent_requests,
             access_log: args.access_log,
+            header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+            max_connections: args.max_connections,
+            ..HttpLimits::default()
         },
         ratelimit_policies: crate::limiter::NamedPolicies::new(args.ratelimit_policies.clone()),
     });
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = http::listener::bind(args.listen)?;
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("roost: listening on http://{addr}");

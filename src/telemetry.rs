@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 pub const HTTP_REQUESTS: &str = "roost_http_requests_total";
 pub const HTTP_DURATION: &str = "roost_http_request_duration_seconds";
+pub const HTTP_CONNECTIONS: &str = "roost_http_connections";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "roost_http_connections_refused_total";
 pub const OPEN_ACTORS: &str = "roost_open_actors";
 pub const ACTOR_OPENS: &str = "roost_actor_opens_total";
 pub const ACTOR_CLOSES: &str = "roost_actor_closes_total";
@@ -53,6 +55,11 @@ fn describe() {
         HTTP_DURATION,
         Unit::Seconds,
         "HTTP request latency by route, method and status"
+    );
+    describe_gauge!(HTTP_CONNECTIONS, "Open client connections");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "Connections closed on arrival because --max-connections were open"
     );
     describe_gauge!(OPEN_ACTORS, "Actors with an open database and thread");
     describe_counter!(ACTOR_OPENS, "Actor threads started");

@@ -16,13 +16,14 @@
  * increments it made. Targets (from the issue): 3 ≥ 5× 1 and ≥ 1× 2;
  * 5 ≥ 10× 4.
  *
- * Usage: bench/bun/run [--seconds N] [--window N] [--append]
+ * Usage: bench/bun/run [counter] [--seconds N] [--window N] [--append]
  */
 import { Database } from "bun:sqlite";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Roost, version as roostVersion } from "../../bindings/bun/index.ts";
+import { Roost } from "../../bindings/bun/index.ts";
+import { appendReport, runHeading } from "./results.ts";
 
 const args = process.argv.slice(2);
 function flag(name: string, fallback: number): number {
@@ -193,11 +194,8 @@ const targets = [
   },
 ];
 
-const cpu = cpus()[0]?.model ?? "unknown CPU";
 const lines: string[] = [];
-lines.push(
-  `### ${new Date().toISOString().slice(0, 19)}Z, ${cpus().length} × ${cpu}, Bun ${Bun.version}, roost ${roostVersion()}`,
-);
+lines.push(runHeading());
 lines.push("");
 lines.push(`${SECONDS} s measured per scenario after a ${WARM_UP_MS} ms warm-up; one counter incremented by 1 per op.`);
 lines.push("");
@@ -216,20 +214,4 @@ for (const t of targets) {
 const report = lines.join("\n");
 console.log(report);
 
-if (APPEND) {
-  const path = join(import.meta.dir, "..", "RESULTS.md");
-  const heading = "## Bun binding (bench/bun/run)";
-  const current = existsSync(path) ? readFileSync(path, "utf8") : "# Benchmark results\n";
-  let updated: string;
-  const at = current.indexOf(heading);
-  if (at < 0) {
-    updated = `${current.trimEnd()}\n\n${heading}\n\n${report}\n`;
-  } else {
-    // Insert at the end of this section: before the next "## " heading, or at the end.
-    const next = current.indexOf("\n## ", at + heading.length);
-    const end = next < 0 ? current.length : next + 1;
-    updated = `${current.slice(0, end).trimEnd()}\n\n${report}\n${next < 0 ? "" : `\n${current.slice(end)}`}`;
-  }
-  writeFileSync(path, updated);
-  console.log(`\nappended to ${path}`);
-}
+if (APPEND) appendReport("## Bun binding (bench/bun/run)", report);

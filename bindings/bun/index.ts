@@ -9,6 +9,7 @@
  * room.counter("visits").add(1);
  * await room.counter("visits").addAsync(1); // never blocks the event loop
  * room.sql("CREATE TABLE IF NOT EXISTS t (x)");
+ * if (!db.ratelimit(clientIp, { limit: 100, windowMs: 60_000 }).allowed) reject();
  * db.close();
  * ```
  *
@@ -55,6 +56,27 @@ export interface ListOptions {
   limit?: number;
   /** Descending key order. */
   reverse?: boolean;
+}
+
+/** A rate-limit policy: `limit` units of cost per `windowMs`, spending `cost` (default 1). */
+export interface RateLimitOptions {
+  /** Units of cost allowed per window (1 to 1,000,000,000); also the largest burst. */
+  limit: number;
+  /** The window in milliseconds (1 ms to 366 days). */
+  windowMs: number;
+  /** Units this request spends when allowed: default 1; 0 only looks. */
+  cost?: number;
+}
+
+/** One rate-limit decision. A denial is an answer, not an error. */
+export interface RateLimitDecision {
+  allowed: boolean;
+  /** Units that could still be spent right now. */
+  remaining: number;
+  /** Milliseconds until the whole limit is available again. */
+  resetMs: number;
+  /** Milliseconds until this request would be allowed (0 when allowed): a `Retry-After`. */
+  retryAfterMs: number;
 }
 
 /** A roost failure, with the result code's name (`ROOST_INVALID_ACTOR_ID`...). */
@@ -114,6 +136,7 @@ const SYMBOLS = {
   roost_actor_list: { args: ["ptr", "ptr", "usize", "ptr"], returns: "u32" },
   roost_actor_export: { args: ["ptr", "ptr", "usize", "ptr"], returns: "u32" },
   roost_actor_import: { args: ["ptr", "ptr", "usize", "ptr", "usize"], returns: "u32" },
+  roost_ratelimit: { args: ["ptr", "ptr", "usize", "u64", "u64", "u64", "ptr"], returns: "u32" },
   roost_counter_add_async: {
     args: ["ptr", "ptr", "usize", "ptr", "usize", "i64", "ptr", "ptr"],
     returns: "u32",
@@ -172,6 +195,14 @@ function resultName(status: number): string {
 /** The library's version (`roost_version()`). */
 export function version(libPath?: string): string {
   return new CString(load(libPath).roost_version() as Pointer).toString();
+}
+
+/** A count passed to C as a u64: a whole number from 0 to 2^53 - 1. */
+function wholeNumber(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new TypeError(`${name} must be a whole number ≥ 0, not ${String(value)}`);
+  }
+  return value;
 }
 
 /** Copies a roost buffer into JS memory and frees it. */
@@ -284,6 +315,11 @@ class Engine {
   readonly outI64 = new BigInt64Array(1);
   readonly outBytes = new BigUint64Array(2);
   readonly outBool = new Uint8Array(1);
+  /** A `roost_ratelimit_decision`: `allowed` is byte 0, then three u64 words. */
+  readonly outDecision = new BigUint64Array(4);
+  readonly outDecisionBytes = new Uint8Array(this.outDecision.buffer);
+  /** A rate-limit key encoded in place, to spare an allocation per decision. */
+  keyScratch = new Uint8Array(256);
   private readonly errorBuf = new Uint8Array(1024);
   private readonly pending = new Map<number, Settle>();
   private nextTicket = 1;
@@ -435,6 +471,35 @@ export class Roost {
   actor(id: string): Actor {
     // Cheap to make and not cached, so millions of IDs cost nothing here.
     return new Actor(this, this.engine, id);
+  }
+
+  /**
+   * Decides one request against the rate limit of `key` (a client IP, user
+   * or API key): GCRA, a burst of up to `limit`, then one unit every
+   * `windowMs / limit`. Sync and cheap: the limiter decides in memory and
+   * never waits for a disk write, whatever the durability (its state is
+   * written on the buffered schedule and survives close and reopen).
+   * Throws RoostError for an empty or oversized key, a bad policy, or a
+   * `cost` above `limit`; TypeError for a count that is not a whole number.
+   */
+  ratelimit(key: string, options: RateLimitOptions): RateLimitDecision {
+    const engine = this.engine;
+    const limit = wholeNumber("limit", options.limit);
+    const windowMs = wholeNumber("windowMs", options.windowMs);
+    const cost = wholeNumber("cost", options.cost ?? 1);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    if (engine.keyScratch.length < key.length * 3) engine.keyScratch = new Uint8Array(key.length * 3);
+    const { written } = encoder.encodeInto(key, engine.keyScratch);
+    engine.check(
+      engine.lib.roost_ratelimit(this.handle(), engine.keyScratch, written, limit, windowMs, cost, engine.outDecision),
+    );
+    const out = engine.outDecision;
+    return {
+      allowed: engine.outDecisionBytes[0] !== 0,
+      remaining: Number(out[1]),
+      resetMs: Number(out[2]),
+      retryAfterMs: Number(out[3]),
+    };
   }
 
   /** Actors stored in this engine (and open in-memory ones), in ID order. */

@@ -273,6 +273,86 @@ describe("errors", () => {
   });
 });
 
+describe("rate limiting", () => {
+  const MINUTE = 60_000;
+
+  test("a burst gets exactly the limit, then a denial with retryAfterMs", () => {
+    const db = openDb();
+    for (let spent = 1; spent <= 5; spent++) {
+      const decision = db.ratelimit("10.0.0.1", { limit: 5, windowMs: MINUTE });
+      expect(decision).toMatchObject({ allowed: true, remaining: 5 - spent, retryAfterMs: 0 });
+      expect(decision.resetMs).toBeGreaterThan(0);
+    }
+    const denied = db.ratelimit("10.0.0.1", { limit: 5, windowMs: MINUTE });
+    expect(denied.allowed).toBe(false);
+    expect(denied.remaining).toBe(0);
+    // One unit comes back every 60 s / 5 = 12 s.
+    expect(denied.retryAfterMs).toBeGreaterThan(11_000);
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(12_000);
+    expect(denied.resetMs).toBeGreaterThan(59_000);
+    expect(denied.resetMs).toBeLessThanOrEqual(MINUTE);
+    expect(db.ratelimit("10.0.0.2", { limit: 5, windowMs: MINUTE }).remaining).toBe(4);
+  });
+
+  test("a denied request is allowed once retryAfterMs has passed", async () => {
+    const db = openDb();
+    expect(db.ratelimit("client", { limit: 2, windowMs: 300, cost: 2 }).allowed).toBe(true);
+    const denied = db.ratelimit("client", { limit: 2, windowMs: 300 });
+    const deniedAt = performance.now();
+    expect(denied.allowed).toBe(false);
+    expect(denied.retryAfterMs).toBeGreaterThanOrEqual(1);
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(150);
+    // A timer may fire a little early; wait the full retryAfterMs.
+    while (performance.now() - deniedAt < denied.retryAfterMs) await Bun.sleep(1);
+    expect(db.ratelimit("client", { limit: 2, windowMs: 300 }).allowed).toBe(true);
+  });
+
+  test("cost spends several units, 0 only looks, and keys are exact UTF-8", () => {
+    const db = openDb();
+    expect(db.ratelimit("k", { limit: 10, windowMs: MINUTE, cost: 0 }).remaining).toBe(10);
+    expect(db.ratelimit("k", { limit: 10, windowMs: MINUTE, cost: 7 }).remaining).toBe(3);
+    const tooDear = db.ratelimit("k", { limit: 10, windowMs: MINUTE, cost: 4 });
+    expect(tooDear).toMatchObject({ allowed: false, remaining: 3 });
+    expect(db.ratelimit("clé", { limit: 1, windowMs: MINUTE }).allowed).toBe(true);
+    expect(db.ratelimit("cle", { limit: 1, windowMs: MINUTE }).allowed).toBe(true);
+    expect(db.ratelimit("clé", { limit: 1, windowMs: MINUTE }).allowed).toBe(false);
+    const long = "é".repeat(300);
+    expect(db.ratelimit(long, { limit: 1, windowMs: MINUTE }).allowed).toBe(true);
+    expect(db.ratelimit(long, { limit: 1, windowMs: MINUTE }).allowed).toBe(false);
+  });
+
+  test("bad policies and keys throw RoostError and spend nothing", async () => {
+    const db = openDb("memory", freshDir(), { max_key_bytes: 8 });
+    const code = async (key: string, options: { limit: number; windowMs: number; cost?: number }) =>
+      (await failure(() => db.ratelimit(key, options))).code;
+    expect(await code("k", { limit: 0, windowMs: MINUTE })).toBe("ROOST_INVALID_REQUEST");
+    expect(await code("k", { limit: 3, windowMs: 0 })).toBe("ROOST_INVALID_REQUEST");
+    expect(await code("k", { limit: 3, windowMs: MINUTE, cost: 4 })).toBe("ROOST_INVALID_REQUEST");
+    expect(await code("k", { limit: 2_000_000_000, windowMs: MINUTE })).toBe("ROOST_INVALID_REQUEST");
+    expect(await code("", { limit: 3, windowMs: MINUTE })).toBe("ROOST_INVALID_REQUEST");
+    expect(await code("123456789", { limit: 3, windowMs: MINUTE })).toBe("ROOST_TOO_LARGE");
+    const err = await failure(() => db.ratelimit("k", { limit: 3, windowMs: MINUTE, cost: 4 }));
+    expect(err.message).toContain("cost 4");
+    for (const bad of [-1, 1.5, Number.NaN, 2 ** 53]) {
+      expect(() => db.ratelimit("k", { limit: bad, windowMs: MINUTE })).toThrow(TypeError);
+      expect(() => db.ratelimit("k", { limit: 3, windowMs: MINUTE, cost: bad })).toThrow(TypeError);
+    }
+    expect(db.ratelimit("k", { limit: 3, windowMs: MINUTE, cost: 0 }).remaining).toBe(3);
+    db.close();
+    expect(await code("k", { limit: 3, windowMs: MINUTE })).toBe("ROOST_CLOSED");
+  });
+
+  test("a spent allowance survives close and reopen", () => {
+    const dataDir = freshDir();
+    const db = Roost.open({ dataDir });
+    expect(db.ratelimit("api-key-7", { limit: 5, windowMs: 3_600_000, cost: 5 }).allowed).toBe(true);
+    db.close();
+    const denied = openDb("durable", dataDir).ratelimit("api-key-7", { limit: 5, windowMs: 3_600_000 });
+    expect(denied.allowed).toBe(false);
+    expect(denied.retryAfterMs).toBeGreaterThan(700_000);
+  });
+});
+
 describe("the async API", () => {
   test("1,000 durable writes in flight leave the event loop free", async () => {
     const actor = openDb("durable").actor("loop");

@@ -1,6 +1,6 @@
 /*
  * A tour of the roost C ABI: open an engine, use one actor's counter, KV
- * and SQL, then close. Build (from the repository root, after
+ * and SQL, rate-limit a client, then close. Build (from the repository root, after
  * `cargo build --release`):
  *
  *   cc -std=c11 -Wall -Wextra -Iinclude bindings/c/example.c \
@@ -65,6 +65,19 @@ int main(int argc, char **argv) {
     char message[64];
     roost_error_message(rc, message, sizeof message);
     printf("missing key: %s (%s)\n", roost_result_name(rc), message);
+
+    /* Three requests per second per client: the fourth in a burst waits. */
+    for (int i = 1; i <= 4; i++) {
+        roost_ratelimit_decision decision;
+        check(roost_ratelimit(engine, TEXT("client:203.0.113.7"), 3, 1000, 1, &decision),
+              "ratelimit");
+        if (decision.allowed) {
+            printf("request %d: allowed, %llu left\n", i, (unsigned long long)decision.remaining);
+        } else {
+            printf("request %d: denied, retry in %llu ms\n", i,
+                   (unsigned long long)decision.retry_after_ms);
+        }
+    }
 
     roost_engine_close(engine);
     return 0;

@@ -696,6 +696,112 @@ static int test_one_engine_many_threads(void) {
     return 0;
 }
 
+/* ---- rate limiting ----------------------------------------------------- */
+
+#define MINUTE_MS 60000
+
+static void sleep_ms(uint64_t ms) {
+    struct timespec pause = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&pause, &pause) != 0) {
+    }
+}
+
+static int test_ratelimit_burst_denial_and_retry(void) {
+    char *dir = make_dir();
+    CHECK(dir != NULL);
+    roost_engine *engine = NULL;
+    CHECK_RC(open_engine(dir, "memory", &engine), ROOST_OK);
+    roost_ratelimit_decision d = {0};
+    for (uint64_t spent = 1; spent <= 3; spent++) {
+        CHECK_RC(roost_ratelimit(engine, TEXT("10.0.0.1"), 3, MINUTE_MS, 1, &d), ROOST_OK);
+        CHECK(d.allowed);
+        CHECK(d.remaining == 3 - spent);
+        CHECK(d.retry_after_ms == 0);
+    }
+    /* A denial is a decision, not an error. */
+    CHECK_RC(roost_ratelimit(engine, TEXT("10.0.0.1"), 3, MINUTE_MS, 1, &d), ROOST_OK);
+    CHECK(!d.allowed);
+    CHECK(d.remaining == 0);
+    CHECK(d.retry_after_ms > 19000 && d.retry_after_ms <= 20000);
+    CHECK(d.reset_ms > 59000 && d.reset_ms <= MINUTE_MS);
+    /* Cost 0 only looks; another key has its own allowance. */
+    CHECK_RC(roost_ratelimit(engine, TEXT("10.0.0.2"), 3, MINUTE_MS, 0, &d), ROOST_OK);
+    CHECK(d.allowed && d.remaining == 3);
+    CHECK_RC(roost_ratelimit(engine, TEXT("10.0.0.2"), 3, MINUTE_MS, 3, &d), ROOST_OK);
+    CHECK(d.allowed && d.remaining == 0);
+
+    /* Two per second: denied, then allowed once retry_after_ms has passed. */
+    CHECK_RC(roost_ratelimit(engine, TEXT("fast"), 2, 1000, 2, &d), ROOST_OK);
+    CHECK(d.allowed);
+    CHECK_RC(roost_ratelimit(engine, TEXT("fast"), 2, 1000, 1, &d), ROOST_OK);
+    CHECK(!d.allowed);
+    CHECK(d.retry_after_ms >= 1 && d.retry_after_ms <= 500);
+    sleep_ms(d.retry_after_ms);
+    CHECK_RC(roost_ratelimit(engine, TEXT("fast"), 2, 1000, 1, &d), ROOST_OK);
+    CHECK(d.allowed);
+    roost_engine_close(engine);
+    remove_dir(dir);
+    return 0;
+}
+
+static int test_ratelimit_survives_close_and_reopen(void) {
+    char *dir = make_dir();
+    CHECK(dir != NULL);
+    roost_engine *engine = NULL;
+    CHECK_RC(open_engine(dir, "durable", &engine), ROOST_OK);
+    roost_ratelimit_decision d = {0};
+    CHECK_RC(roost_ratelimit(engine, TEXT("api-key-7"), 5, 3600000, 5, &d), ROOST_OK);
+    CHECK(d.allowed && d.remaining == 0);
+    roost_engine_close(engine);
+
+    engine = NULL;
+    CHECK_RC(open_engine(dir, "durable", &engine), ROOST_OK);
+    CHECK_RC(roost_ratelimit(engine, TEXT("api-key-7"), 5, 3600000, 1, &d), ROOST_OK);
+    CHECK(!d.allowed);
+    CHECK(d.retry_after_ms > 700000);
+    roost_engine_close(engine);
+    remove_dir(dir);
+    return 0;
+}
+
+static int test_ratelimit_misuse(void) {
+    char *dir = make_dir();
+    CHECK(dir != NULL);
+    roost_engine *engine = NULL;
+    CHECK_RC(open_engine(dir, "memory", &engine), ROOST_OK);
+    roost_ratelimit_decision d = {true, 77, 77, 77};
+
+    CHECK_RC(roost_ratelimit(NULL, TEXT("k"), 3, MINUTE_MS, 1, &d), ROOST_NULL_POINTER);
+    CHECK(last_error_contains("engine is NULL"));
+    CHECK_RC(roost_ratelimit(engine, NULL, 4, 3, MINUTE_MS, 1, &d), ROOST_NULL_POINTER);
+    CHECK_RC(roost_ratelimit(engine, TEXT("k"), 3, MINUTE_MS, 1, NULL), ROOST_NULL_POINTER);
+    CHECK(last_error_contains("out_decision"));
+    /* NULL with a zero length is an empty key. */
+    CHECK_RC(roost_ratelimit(engine, NULL, 0, 3, MINUTE_MS, 1, &d), ROOST_INVALID_REQUEST);
+    CHECK_RC(roost_ratelimit(engine, (const uint8_t *)"\xff\xfe", 2, 3, MINUTE_MS, 1, &d),
+             ROOST_INVALID_UTF8);
+    CHECK_RC(roost_ratelimit(engine, TEXT("k"), 0, MINUTE_MS, 1, &d), ROOST_INVALID_REQUEST);
+    CHECK(last_error_contains("limit"));
+    CHECK_RC(roost_ratelimit(engine, TEXT("k"), 3, 0, 1, &d), ROOST_INVALID_REQUEST);
+    CHECK_RC(roost_ratelimit(engine, TEXT("k"), 3, MINUTE_MS, 4, &d), ROOST_INVALID_REQUEST);
+    CHECK(last_error_contains("cost 4"));
+    CHECK_RC(roost_ratelimit(engine, TEXT("k"), UINT64_MAX, UINT64_MAX, UINT64_MAX, &d),
+             ROOST_INVALID_REQUEST);
+    char long_key[4096];
+    memset(long_key, 'x', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = '\0';
+    CHECK_RC(roost_ratelimit(engine, TEXT(long_key), 3, MINUTE_MS, 1, &d), ROOST_TOO_LARGE);
+    /* Failures leave the out-param alone and spend nothing. */
+    CHECK(d.allowed && d.remaining == 77 && d.reset_ms == 77 && d.retry_after_ms == 77);
+    CHECK_RC(roost_ratelimit(engine, TEXT("k"), 3, MINUTE_MS, 0, &d), ROOST_OK);
+    CHECK(d.remaining == 3);
+
+    roost_engine_close(engine);
+    CHECK_RC(roost_ratelimit(engine, TEXT("k"), 3, MINUTE_MS, 1, &d), ROOST_CLOSED);
+    remove_dir(dir);
+    return 0;
+}
+
 /* ---- runner ------------------------------------------------------------ */
 
 typedef struct {
@@ -717,6 +823,9 @@ static const test_case TESTS[] = {
     {"bytes_free_and_error_texts", test_bytes_free_and_error_texts},
     {"async_submit_and_complete", test_async_submit_and_complete},
     {"one_engine_many_threads", test_one_engine_many_threads},
+    {"ratelimit_burst_denial_and_retry", test_ratelimit_burst_denial_and_retry},
+    {"ratelimit_survives_close_and_reopen", test_ratelimit_survives_close_and_reopen},
+    {"ratelimit_misuse", test_ratelimit_misuse},
 };
 
 int main(int argc, char **argv) {

@@ -118,7 +118,8 @@ pub extern "C" fn roost_version() -> *const c_char {
 /// `config_json` is a NUL-terminated JSON object; every key is optional:
 /// `data_dir` (default `"./roost-data"`), `durability` (`"durable"`,
 /// `"buffered"` or `"memory"`; the default for new actors), `flush_interval_ms`,
-/// `flush_max_ops`, `max_open_actors`, `idle_timeout_ms`, and the limits
+/// `flush_max_ops`, `max_open_actors`, `idle_timeout_ms`, `ratelimit_shards`
+/// (limiter actors the `roost_ratelimit` keys are spread over), and the limits
 /// `max_body_bytes`, `max_key_bytes`, `max_value_bytes`, `max_actor_bytes`,
 /// `max_result_bytes`, `query_timeout_ms`. `"{}"` opens `./roost-data`
 /// with the defaults. An unknown key or a bad value is `ROOST_INVALID_CONFIG`.

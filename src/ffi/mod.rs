@@ -14,6 +14,7 @@
 //! - `calls`: blocking calls, one per engine operation.
 //! - `completion`: the same operations with a completion callback, for
 //!   event loops that must not wait for a durable commit.
+//! - `ratelimit`: rate-limit decisions (they never wait for a commit).
 //! - `requests`: JSON request and answer shapes (those of the HTTP API).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -29,10 +30,12 @@ mod boundary;
 pub mod calls;
 pub mod completion;
 pub mod handles;
+pub mod ratelimit;
 pub mod requests;
 pub mod result;
 
 pub use completion::roost_callback;
 pub use handles::{roost_bytes, roost_engine};
+pub use ratelimit::roost_ratelimit_decision;
 pub use requests::{ROOST_VERSION_ABSENT, ROOST_VERSION_ANY};
 pub use result::roost_result;

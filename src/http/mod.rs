@@ -7,6 +7,7 @@
 
 mod auth;
 pub(crate) mod extract;
+pub mod listener;
 mod observe;
 pub mod problem;
 mod routes;
@@ -45,6 +46,13 @@ pub struct HttpLimits {
     pub max_concurrent_requests: usize,
     /// Emit one `roost::access` log event per request.
     pub access_log: bool,
+    /// Longest a client may take to send a request's headers (and to send
+    /// anything at all on a new or idle keep-alive connection).
+    pub header_timeout: Duration,
+    /// Open connections at most; more are closed on arrival.
+    pub max_connections: usize,
+    /// Headers per request at most (beyond: 431).
+    pub max_headers: usize,
 }
 
 impl Default for HttpLimits {
@@ -53,6 +61,9 @@ impl Default for HttpLimits {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 4096,
             access_log: false,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
+            max_headers: 100,
         }
     }
 }
@@ -194,7 +205,6 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.limits.clone();
+    listener::run(listener, app(state), &limits, shutdown).await
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-fn open(config: &str) -> Result<*mut roost_engine, roost_result> {
+pub(crate) fn open(config: &str) -> Result<*mut roost_engine, roost_result> {
     let config = CString::new(config).expect("no NUL in config");
     let mut engine: *mut roost_engine = std::ptr::null_mut();
     match unsafe { roost_engine_open(config.as_ptr(), &mut engine) } {
@@ -19,12 +19,12 @@ fn open(config: &str) -> Result<*mut roost_engine, roost_result> {
     }
 }
 
-fn open_in(dir: &Path, durability: &str) -> *mut roost_engine {
+pub(crate) fn open_in(dir: &Path, durability: &str) -> *mut roost_engine {
     let config = serde_json::json!({"data_dir": dir, "durability": durability}).to_string();
     open(&config).unwrap_or_else(|code| panic!("open failed: {code:?}: {}", last_error()))
 }
 
-fn last_error() -> String {
+pub(crate) fn last_error() -> String {
     let mut buf = vec![0 as c_char; 1024];
     unsafe { roost_last_error(buf.as_mut_ptr(), buf.len()) };
     unsafe { CStr::from_ptr(buf.as_ptr()) }

@@ -47,6 +47,8 @@ fn header_declares_the_spec_functions_and_codes() {
         "void roost_bytes_free(roost_bytes bytes)",
         "size_t roost_error_message(",
         "size_t roost_last_error(",
+        "roost_result roost_ratelimit(",
+        "} roost_ratelimit_decision;",
         "ROOST_OK = 0,",
         "ROOST_NOT_FOUND = 1,",
         "ROOST_INTERNAL = 15,",

@@ -5,3 +5,4 @@
 
 mod abi;
 mod header;
+mod ratelimit;

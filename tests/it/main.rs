@@ -1,10 +1,12 @@
 //! Integration tests: real servers on port 0, real HTTP, real libSQL files,
 //! and real `roost serve` processes for crash and shutdown tests.
 
+mod abuse;
 mod api;
 mod cluster;
 mod crash;
 mod deploy;
+mod disk;
 mod faults;
 mod harness;
 mod history;

@@ -115,6 +115,7 @@ async fn openapi_documents_every_route_and_every_documented_route_exists() {
         "POST /v1/actors/{id}/counters/{name}",
         "GET /v1/actors/{id}/export",
         "PUT /v1/actors/{id}/import",
+        "POST /v1/ratelimit/{key}",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",

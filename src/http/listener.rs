@@ -1,0 +1,137 @@
+//! Accepting connections, with the limits that keep abusive clients from
+//! hurting others: a cap on open connections, a deadline for a request's
+//! headers (slowloris), a cap on header count and size (header floods),
+//! and a graceful drain on shutdown.
+//!
+//! `axum::serve` offers none of these knobs, so connections are served
+//! with hyper-util's builder directly.
+
+use super::HttpLimits;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Largest request head (request line plus headers) accepted; beyond it
+/// hyper answers 431.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Pending connections the kernel may queue before `accept` (capped by
+/// `net.core.somaxconn`); bursts of new clients wait here instead of
+/// retrying their SYN a second later.
+const BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a deep accept queue.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets every
+/// connection finish its in-flight request and waits for them.
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    limits: &HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    back_off(&err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Over the cap, a new connection is closed at once rather than
+        // queued: memory and descriptors stay bounded whatever arrives.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!(crate::telemetry::HTTP_CONNECTIONS_REFUSED).increment(1);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_byte = limits.header_timeout;
+        tokio::spawn(async move {
+            let _open = OpenConnection::new(permit);
+            // hyper starts its header timer only once it knows the
+            // protocol; a peer that never sends a byte is closed here.
+            if !sends_within(&stream, first_byte).await {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection).await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+async fn sends_within(stream: &tokio::net::TcpStream, deadline: Duration) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(
+        tokio::time::timeout(deadline, stream.peek(&mut probe)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// Out of descriptors (or memory): wait a little instead of spinning; a
+/// failed handshake of one client is just skipped.
+async fn back_off(err: &std::io::Error) {
+    let pause = match err.raw_os_error() {
+        Some(23 | 24 | 12 | 105) => {
+            tracing::warn!(error = %err, "cannot accept connections; pausing");
+            Duration::from_millis(50)
+        }
+        _ => Duration::ZERO,
+    };
+    tokio::time::sleep(pause).await;
+}
+
+/// Holds a connection's slot and keeps the open-connections gauge true.
+struct OpenConnection(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl OpenConnection {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::gauge!(crate::telemetry::HTTP_CONNECTIONS).increment(1.0);
+        OpenConnection(permit)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::HTTP_CONNECTIONS).decrement(1.0);
+    }
+}

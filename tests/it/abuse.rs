@@ -1,0 +1,198 @@
+//! HTTP abuse (issue: fault suite): slow headers, silent connections, slow
+//! bodies, header floods and 10,000 idle connections are each cut off by a
+//! limit or a timeout, while a well-behaved client keeps being served.
+
+use crate::harness::{Process, TestServer};
+use roost::http::HttpLimits;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn strict() -> HttpLimits {
+    HttpLimits {
+        header_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(800),
+        ..HttpLimits::default()
+    }
+}
+
+/// Waits until the server closes the connection; returns what it sent.
+async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read_all).await.ok()?;
+    Some(String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// A well-behaved client: `n` increments, all answered.
+async fn behaves(server_url: &str, actor: &str, n: i64) {
+    let client = reqwest::Client::new();
+    for i in 1..=n {
+        let response = client
+            .post(format!("{server_url}/v1/actors/{actor}/counters/n"))
+            .send()
+            .await
+            .expect("served");
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["value"], i);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_are_cut_off_while_others_are_served() {
+    let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // Slowloris: a header line every 100 ms, never finishing the head.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"POST /v1/actors/x/counters/n HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    let trickle = tokio::spawn(async move {
+        for i in 0..40 {
+            for stream in &mut slow {
+                let _ = stream
+                    .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        slow
+    });
+    // Silent: connected, never a byte.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let started = Instant::now();
+    behaves(&server.url, "polite", 50).await;
+    for stream in &mut silent {
+        assert!(
+            until_closed(stream, Duration::from_secs(3)).await.is_some(),
+            "a silent connection stayed open"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mut slow = trickle.await.unwrap();
+    for stream in &mut slow {
+        assert!(
+            until_closed(stream, Duration::from_secs(3)).await.is_some(),
+            "a slowloris connection stayed open"
+        );
+    }
+    // No request of theirs reached an actor.
+    assert_eq!(server.counter("x", "n").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_and_changes_nothing() {
+    let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"POST /v1/actors/drip/counters/n HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"by\": 1")
+        .await
+        .unwrap();
+    let writer = async {
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if stream.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1500), writer).await;
+    let answer = until_closed(&mut stream, Duration::from_secs(3))
+        .await
+        .unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    assert_eq!(server.counter("drip", "n").await, 0);
+    behaves(&server.url, "drip", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_floods_get_431_and_the_server_carries_on() {
+    let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let many: String = (0..1000).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let huge = format!("x-big: {}\r\n", "a".repeat(200 << 10));
+    for flood in [many, huge] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: a\r\n{flood}\r\n");
+        let _ = stream.write_all(head.as_bytes()).await;
+        let answer = until_closed(&mut stream, Duration::from_secs(3))
+            .await
+            .unwrap_or_default();
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "{}",
+            &answer[..answer.len().min(200)]
+        );
+    }
+    behaves(&server.url, "after-flood", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_do_not_starve_a_client() {
+    // Client sockets live here, server sockets in the child process.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let wanted = 10_000usize;
+    let count = wanted.min(limit.saturating_sub(500) as usize);
+    if count < wanted {
+        eprintln!("open-file limit {limit}: opening {count} connections instead of {wanted}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::start(dir.path(), &["--header-timeout-ms", "3000"]);
+    let addr = process.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::with_capacity(count);
+    let connecting = std::time::Instant::now();
+    for chunk in 0..count.div_ceil(500) {
+        let batch = (chunk * 500..((chunk + 1) * 500).min(count))
+            .map(|_| TcpStream::connect(addr.clone()))
+            .collect::<Vec<_>>();
+        for stream in futures::future::join_all(batch).await {
+            idle.push(stream.expect("connect"));
+        }
+    }
+    assert_eq!(idle.len(), count);
+    eprintln!("{count} connections in {:?}", connecting.elapsed());
+    // All of them are open at the server, and a client is still served.
+    let metrics = reqwest::get(format!("{}/metrics", process.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("roost_http_connections "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        open >= count as f64 * 0.95,
+        "only {open} of {count} connections open"
+    );
+    behaves(&process.url, "busy", 100).await;
+    // The header timeout then closes every idle one.
+    let mut closed = 0;
+    for stream in &mut idle[..200] {
+        closed += usize::from(until_closed(stream, Duration::from_secs(8)).await.is_some());
+    }
+    assert_eq!(closed, 200);
+    drop(idle);
+    behaves(&process.url, "after", 3).await;
+}
