@@ -183,6 +183,9 @@ pub struct ServeArgs {
     /// Non-owned requests: `replay` (fly-replay, default on Fly) or `forward` (default elsewhere).
     #[arg(long, env = "ROOST_ROUTING", value_enum)]
     pub routing: Option<crate::cluster::Routing>,
+    /// Forward routing: longest to wait for the owner's answer before replying 503.
+    #[arg(long, env = "ROOST_FORWARD_TIMEOUT_MS", default_value_t = 10_000)]
+    pub forward_timeout_ms: u64,
     /// On Fly: the app whose machines are discovered through internal DNS.
     #[arg(long, env = "FLY_APP_NAME")]
     pub fly_app: Option<String>,

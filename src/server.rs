@@ -112,7 +112,8 @@ fn cluster_node(
     } else {
         Routing::Forward
     });
-    let node = NodeInfo::cluster(me, peers, default_region, routing);
+    let mut node = NodeInfo::cluster(me, peers, default_region, routing);
+    node.forward_timeout = Duration::from_millis(args.forward_timeout_ms.max(1));
     if on_fly && args.peers.is_none() {
         tokio::spawn(follow_fly_dns(
             node.membership.clone(),

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// See [`Node::forward_timeout`].
+pub const DEFAULT_FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// This machine and its view of the cluster.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -24,6 +27,9 @@ pub struct Node {
     pub routing: Routing,
     /// Forwards requests to owners (forward routing).
     pub client: reqwest::Client,
+    /// Longest a forwarded request waits for the owner's response head
+    /// before the caller gets 503 (a stopped or partitioned owner).
+    pub forward_timeout: std::time::Duration,
 }
 
 /// Where a request for an actor should be served.
@@ -73,6 +79,7 @@ impl Node {
                 .connect_timeout(std::time::Duration::from_secs(2))
                 .build()
                 .unwrap_or_default(),
+            forward_timeout: DEFAULT_FORWARD_TIMEOUT,
         }
     }
 

@@ -117,16 +117,25 @@ async fn forward(node: &Node, owner: &Member, request: Request) -> Result<Respon
         HeaderValue::from_static("1"),
     );
     metrics::counter!(crate::telemetry::FORWARDS).increment(1);
-    let answer = node
+    let sent = node
         .client
         .request(parts.method, url)
         .headers(headers)
         .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
-        .await
-        .map_err(|e| {
+        .send();
+    let answer = match tokio::time::timeout(node.forward_timeout, sent).await {
+        Ok(answer) => answer.map_err(|e| {
             ApiError::OwnerUnavailable(format!("owner {} is unreachable: {e}", owner.machine_id))
-        })?;
+        })?,
+        // Like any timeout, the outcome is unknown: the owner may still
+        // apply the request when it wakes up.
+        Err(_) => {
+            return Err(ApiError::OwnerUnavailable(format!(
+                "owner {} did not answer within {:?}; the request may or may not have been applied",
+                owner.machine_id, node.forward_timeout
+            )))
+        }
+    };
     let mut response = Response::builder().status(answer.status());
     if let Some(headers) = response.headers_mut() {
         *headers = end_to_end(answer.headers());

@@ -143,6 +143,8 @@ impl StaticCluster {
             "fra",
             "--routing",
             "forward",
+            "--forward-timeout-ms",
+            "1500",
         ];
         let process = Process::start_on(&self.listen[id], &data, &args);
         self.processes.insert(id.to_owned(), process);
@@ -234,6 +236,90 @@ async fn forwarding_gives_one_owner_and_exact_totals_from_any_entry() {
         .clone();
     let (status, value, machine) = add(&client, &entry, "room@iad").await;
     assert_eq!((status, value, machine), (200, Some(301), owner));
+}
+
+fn signal(process: &Process, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_owner_keeps_its_actors_and_loses_no_acknowledged_write() {
+    let cluster = StaticCluster::start();
+    let client = reqwest::Client::new();
+    let urls = cluster.urls();
+    let (status, value, owner) = add(&client, &urls[0], "part@syd").await;
+    assert_eq!((status, value), (200, Some(1)));
+    let others: Vec<String> = cluster
+        .processes
+        .iter()
+        .filter(|(id, _)| **id != owner)
+        .map(|(_, p)| p.url.clone())
+        .collect();
+    let mut acknowledged = 1;
+    let mut unknown = 0;
+
+    // The owner stops answering (SIGSTOP): its sockets accept, nothing replies.
+    signal(&cluster.processes[&owner], "-STOP");
+    let mut waits = Vec::new();
+    for url in &others {
+        let started = std::time::Instant::now();
+        let response = client
+            .post(format!("{url}/v1/actors/part%40syd/counters/n"))
+            .send()
+            .await
+            .unwrap();
+        waits.push(started.elapsed());
+        assert_eq!(response.status(), 503, "entry {url}");
+        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(code(&response.json().await.unwrap()), "owner-unavailable");
+        unknown += 1;
+    }
+    assert!(
+        waits.iter().all(|w| *w < Duration::from_secs(10)),
+        "{waits:?}"
+    );
+    // Nobody else took the actor over meanwhile.
+    for url in &others {
+        let listed: Value = client
+            .get(format!("{url}/v1/actors?prefix=part"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            listed["actors"],
+            serde_json::json!([]),
+            "{url} holds a second copy"
+        );
+    }
+
+    // The partition heals: the same owner serves again, with every
+    // acknowledged write (the timed-out ones may or may not have landed).
+    signal(&cluster.processes[&owner], "-CONT");
+    for url in &others {
+        let (status, _, machine) = add(&client, url, "part@syd").await;
+        assert_eq!((status, machine.as_str()), (200, owner.as_str()));
+        acknowledged += 1;
+    }
+    let body: Value = client
+        .get(format!("{}/v1/actors/part%40syd/counters/n", others[0]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let value = body["value"].as_i64().unwrap();
+    assert!(
+        (acknowledged..=acknowledged + unknown).contains(&value),
+        "value {value}, acknowledged {acknowledged}, unknown {unknown}"
+    );
 }
 
 #[test]
