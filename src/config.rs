@@ -210,6 +210,12 @@ pub struct ServeArgs {
     /// Open client connections at most; more are closed on arrival.
     #[arg(long, env = "ROOST_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
+    /// WebSockets one actor may have open at once.
+    #[arg(long, env = "ROOST_WS_MAX_SOCKETS_PER_ACTOR", default_value_t = 1024)]
+    pub ws_max_sockets_per_actor: usize,
+    /// Largest WebSocket message a client may send (beyond: close 1009).
+    #[arg(long, env = "ROOST_WS_MAX_MESSAGE_BYTES", default_value_t = 64 << 10)]
+    pub ws_max_message_bytes: usize,
     /// Log one `roost::access` event per request (request id, actor, status, latency).
     #[arg(long, env = "ROOST_ACCESS_LOG")]
     pub access_log: bool,

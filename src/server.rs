@@ -60,6 +60,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..HttpLimits::default()
         },
         ratelimit_policies: crate::limiter::NamedPolicies::new(args.ratelimit_policies.clone()),
+        realtime: http::Realtime {
+            limits: http::RealtimeLimits {
+                max_sockets_per_actor: args.ws_max_sockets_per_actor,
+                max_message_bytes: args.ws_max_message_bytes,
+            },
+            ..Default::default()
+        },
     });
     let listener = http::listener::bind(args.listen)?;
     let addr = listener.local_addr()?;

@@ -21,6 +21,7 @@ pub const QUERY_TIMEOUTS: &str = "roost_query_timeouts_total";
 pub const FORWARDS: &str = "roost_forwards_total";
 pub const REPLAYS: &str = "roost_replays_total";
 pub const RATELIMIT_DECISIONS: &str = "roost_ratelimit_decisions_total";
+pub const WS_DROPPED: &str = "roost_ws_dropped_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -92,6 +93,10 @@ fn describe() {
     describe_counter!(QUERY_TIMEOUTS, "Statements interrupted by the time limit");
     describe_counter!(FORWARDS, "Requests forwarded to the owning machine");
     describe_counter!(REPLAYS, "Requests answered with fly-replay");
+    describe_counter!(
+        WS_DROPPED,
+        "WebSockets dropped for falling behind (lagged) or not taking frames (stalled)"
+    );
     describe_counter!(
         RATELIMIT_DECISIONS,
         "Rate-limit decisions by outcome (allowed true/false)"

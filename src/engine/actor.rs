@@ -18,6 +18,7 @@ use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
 use crate::limiter::state::LimiterState;
+use super::events::{Change, HubCache};
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -64,6 +65,8 @@ pub(crate) struct Actor {
     pinned: Arc<AtomicBool>,
     /// Rate-limit state, when this actor is a limiter shard.
     limiter: LimiterState,
+    /// Where change events go, when someone listens.
+    hub: HubCache,
 }
 
 impl Actor {
@@ -78,6 +81,7 @@ impl Actor {
             unflushed_since: None,
             pinned,
             limiter: LimiterState::default(),
+            hub: HubCache::default(),
         }
     }
 
@@ -216,6 +220,7 @@ impl Actor {
                 }
             }
             (Durability::Buffered, Ok(output)) => {
+                self.emit(&op, &output);
                 let answered = Ok(output.clone());
                 reply(Ok(output));
                 if op.writes() {
@@ -229,7 +234,10 @@ impl Actor {
                     self.unflushed_since.get_or_insert_with(Instant::now);
                 }
             }
-            (Durability::Memory, Ok(output)) => reply(Ok(output)),
+            (Durability::Memory, Ok(output)) => {
+                self.emit(&op, &output);
+                reply(Ok(output))
+            }
             (Durability::Durable, Ok(output)) => self.pending.push(Pending {
                 op,
                 reply: Some(reply),
@@ -358,7 +366,11 @@ impl Actor {
                 tracing::warn!(actor = %self.id, error = %err, "commit failed; the batch is not acknowledged");
             }
         }
-        for entry in self.pending.drain(..) {
+        let pending = std::mem::take(&mut self.pending);
+        for entry in pending {
+            if let (Ok(()), Ok(output)) = (&committed, &entry.result) {
+                self.emit(&entry.op, output);
+            }
             if let Some(reply) = entry.reply {
                 reply(match &committed {
                     Ok(()) => entry.result,
@@ -366,6 +378,28 @@ impl Actor {
                 });
             }
         }
+    }
+
+    /// Publishes the change an acknowledged op made, if anyone listens.
+    fn emit(&mut self, op: &Op, output: &OpOutput) {
+        let Some(hub) = self.hub.get(&self.inner.events, &self.id) else {
+            return;
+        };
+        let change = match (op, output) {
+            (Op::KvPut { key, .. }, OpOutput::Version(version)) => Change::KvPut {
+                key: key.clone(),
+                version: *version,
+            },
+            (Op::KvDelete { key, .. }, OpOutput::Existed(true)) => {
+                Change::KvDelete { key: key.clone() }
+            }
+            (Op::CounterAdd { name, .. }, OpOutput::Counter(value)) => Change::Counter {
+                name: name.clone(),
+                value: *value,
+            },
+            _ => return,
+        };
+        hub.publish_change(&change);
     }
 
     /// Buffered mode: commit the open transaction (one fsync).
@@ -527,6 +561,8 @@ impl Actor {
         if let Some(db) = self.db.take() {
             db.close();
         }
+        self.hub = HubCache::default();
+        self.inner.events.release_if_unused(&self.id);
     }
 }
 

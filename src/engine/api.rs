@@ -129,7 +129,12 @@ impl Engine {
             cost,
         };
         match self.call(&id, op, Some(create_as)).await? {
-            OpOutput::RateLimit(decision) => Ok(decision),
+            OpOutput::RateLimit(decision) => {
+                let allowed = if decision.allowed { "true" } else { "false" };
+                metrics::counter!(crate::telemetry::RATELIMIT_DECISIONS, "allowed" => allowed)
+                    .increment(1);
+                Ok(decision)
+            }
             other => Err(unexpected(other)),
         }
     }

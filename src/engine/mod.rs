@@ -5,6 +5,7 @@
 
 mod actor;
 pub mod api;
+pub mod events;
 pub mod ops;
 pub mod watchdog;
 
@@ -38,6 +39,7 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     pub catalog: Catalog,
     pub watchdog: Watchdog,
+    pub events: events::Events,
     registry: Mutex<Registry>,
     closed: AtomicBool,
     reaper_wake: Condvar,
@@ -120,6 +122,7 @@ impl Engine {
             config,
             catalog,
             watchdog,
+            events: events::Events::default(),
             registry: Mutex::new(Registry::default()),
             closed: AtomicBool::new(false),
             reaper_wake: Condvar::new(),
@@ -133,6 +136,19 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Change events and message fan-out, per actor.
+    pub fn events(&self) -> &events::Events {
+        &self.inner.events
+    }
+
+    /// A listener left: forget the actor's hub unless someone else listens
+    /// or the actor is open (and may still publish).
+    pub fn release_hub(&self, id: &ActorId) {
+        if !self.inner.registry.lock().open.contains_key(id) {
+            self.inner.events.release_if_unused(id);
+        }
     }
 
     /// Queues `op` on the actor's thread; `reply` gets the result. Never

@@ -75,7 +75,9 @@ pub async fn authorize(
             "the token does not cover actor {actor:?}"
         )));
     }
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    // A WebSocket is a GET but sends messages to everyone in the room.
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD)
+        && !request.uri().path().ends_with("/ws");
     if !reads && claims.perm != Perm::ReadWrite {
         return Err(ApiError::Forbidden("the token is read-only".into()));
     }

@@ -76,6 +76,34 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// `--ratelimit-policy` values, by name.
     pub ratelimit_policies: crate::limiter::NamedPolicies,
+    /// WebSockets and event streams.
+    pub realtime: Realtime,
+}
+
+/// Limits on WebSockets.
+#[derive(Debug, Clone, Copy)]
+pub struct RealtimeLimits {
+    pub max_sockets_per_actor: usize,
+    /// Largest message a client may send (beyond: close 1009).
+    pub max_message_bytes: usize,
+}
+
+impl Default for RealtimeLimits {
+    fn default() -> Self {
+        RealtimeLimits {
+            max_sockets_per_actor: 1024,
+            max_message_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Long-lived connections (WebSockets, event streams): told to close on
+/// shutdown and waited for, since they outlive their HTTP request.
+#[derive(Debug, Clone, Default)]
+pub struct Realtime {
+    pub limits: RealtimeLimits,
+    pub closing: tokio_util::sync::CancellationToken,
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
@@ -87,6 +115,7 @@ impl AppState {
             auth: AuthConfig::default(),
             limits: HttpLimits::default(),
             ratelimit_policies: Default::default(),
+            realtime: Realtime::default(),
         }
     }
 }
@@ -102,6 +131,7 @@ impl AppState {
         (name = "sql", description = "SQL on the actor's database"),
         (name = "kv", description = "Versioned key-value storage"),
         (name = "counters", description = "Atomic counters"),
+        (name = "realtime", description = "WebSocket rooms and change-event streams"),
         (name = "ratelimit", description = "Global rate limiting on limiter actors (GCRA)"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
@@ -124,6 +154,8 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(routes::transfer::export))
         .routes(routes!(routes::transfer::import))
         .routes(routes!(routes::ratelimit::decide))
+        .routes(routes!(routes::realtime::socket))
+        .routes(routes!(routes::realtime::events))
         .routes(routes!(routes::meta::metrics))
 }
 
@@ -206,5 +238,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits.clone();
-    listener::run(listener, app(state), &limits, shutdown).await
+    let realtime = state.realtime.clone();
+    let closing = realtime.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Sockets get a "going away" close frame, so clients reconnect
+        // (to the new owner, if this machine is leaving).
+        closing.cancel();
+    };
+    let served = listener::run(listener, app(state), &limits, shutdown).await;
+    realtime.tasks.close();
+    realtime.tasks.wait().await;
+    served
 }

@@ -125,6 +125,8 @@ fn route_label(path: &str) -> &'static str {
         [_, "counters", _] => "/v1/actors/{id}/counters/{name}",
         [_, "export"] => "/v1/actors/{id}/export",
         [_, "import"] => "/v1/actors/{id}/import",
+        [_, "ws"] => "/v1/actors/{id}/ws",
+        [_, "events"] => "/v1/actors/{id}/events",
         _ => "other",
     }
 }

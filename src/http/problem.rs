@@ -25,6 +25,9 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("{0}")]
     OwnerUnavailable(String),
+    /// The actor already has its maximum of WebSockets.
+    #[error("{0}")]
+    TooManySockets(String),
     /// A rate-limit decision said no.
     #[error("rate limit for key {:?} exceeded; retry in {} ms", .0.key, .0.decision.retry_after_ms)]
     RateLimited(Box<Denied>),
@@ -108,6 +111,11 @@ impl ApiError {
             ),
             ApiError::WrongOwner { .. } => (S::CONFLICT, "wrong-owner", "Wrong owner"),
             ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate-limited", "Rate limited"),
+            ApiError::TooManySockets(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "too-many-sockets",
+                "Too many sockets",
+            ),
             ApiError::RequestTimeout(_) => {
                 (S::REQUEST_TIMEOUT, "request-timeout", "Request timed out")
             }

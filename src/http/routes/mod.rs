@@ -7,6 +7,7 @@ pub mod health;
 pub mod kv;
 pub mod meta;
 pub mod ratelimit;
+pub mod realtime;
 pub mod sql;
 pub mod transfer;
 

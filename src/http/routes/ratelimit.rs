@@ -60,11 +60,6 @@ pub async fn decide(
 ) -> Result<(HeaderMap, Json<LimitAnswer>), ApiError> {
     let (name, policy) = resolve(&state, &body)?;
     let decision = state.engine.ratelimit(&key, policy, body.cost).await?;
-    metrics::counter!(
-        crate::telemetry::RATELIMIT_DECISIONS,
-        "allowed" => if decision.allowed { "true" } else { "false" }
-    )
-    .increment(1);
     let headers = headers(&name, &policy, &decision);
     if !decision.allowed {
         return Err(ApiError::RateLimited(Box::new(Denied {
