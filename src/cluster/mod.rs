@@ -5,6 +5,7 @@
 pub mod membership;
 pub mod placement;
 pub mod routing;
+pub mod socket_proxy;
 
 pub use membership::{Member, Membership};
 pub use placement::Node;

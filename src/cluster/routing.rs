@@ -49,6 +49,9 @@ pub async fn route(
     }
     match (state.node.routing, placement) {
         (Routing::Replay, placement) => Err(replay(&request, &placement)),
+        (Routing::Forward, Placement::Owner(owner)) if super::socket_proxy::is_upgrade(&request) => {
+            super::socket_proxy::forward(&state, &owner, request).await
+        }
         (Routing::Forward, Placement::Owner(owner)) => forward(&state.node, &owner, request).await,
         (Routing::Forward, _) => Err(ApiError::OwnerUnavailable(
             "no machine of the actor's home region is known yet".into(),

@@ -28,6 +28,10 @@ pub enum ApiError {
     /// The actor already has its maximum of WebSockets.
     #[error("{0}")]
     TooManySockets(String),
+    /// Another machine's answer, passed on as it is (a forwarded
+    /// WebSocket handshake the owner refused).
+    #[error("the owner refused the request")]
+    Relayed(Box<Response>),
     /// A rate-limit decision said no.
     #[error("rate limit for key {:?} exceeded; retry in {} ms", .0.key, .0.decision.retry_after_ms)]
     RateLimited(Box<Denied>),
@@ -111,6 +115,7 @@ impl ApiError {
             ),
             ApiError::WrongOwner { .. } => (S::CONFLICT, "wrong-owner", "Wrong owner"),
             ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate-limited", "Rate limited"),
+            ApiError::Relayed(response) => (response.status(), "relayed", "Relayed"),
             ApiError::TooManySockets(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "too-many-sockets",
@@ -125,6 +130,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Relayed(response) = self {
+            return *response;
+        }
         let (status, code, title) = self.classify();
         let replay = match &self {
             ApiError::WrongOwner { replay, cache, .. } => Some((replay.clone(), cache.clone())),

@@ -348,3 +348,76 @@ fn a_multi_region_cluster_without_a_default_region_refuses_to_start() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--default-region"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_forward_mode_a_non_owner_relays_websockets_to_the_owner() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let cluster = StaticCluster::start();
+    let client = reqwest::Client::new();
+    let urls = cluster.urls();
+    let (status, _, owner) = add(&client, &urls[0], "chat@fra").await;
+    assert_eq!(status, 200);
+    let owner_url = cluster.processes[&owner].url.clone();
+    let relay_url = cluster
+        .processes
+        .iter()
+        .find(|(id, _)| **id != owner)
+        .map(|(_, p)| p.url.clone())
+        .unwrap();
+    let ws = |base: &str| {
+        format!(
+            "{}/v1/actors/chat%40fra/ws",
+            base.replace("http://", "ws://")
+        )
+    };
+    let (mut relayed, _) = tokio_tungstenite::connect_async(ws(&relay_url))
+        .await
+        .unwrap();
+    let (mut direct, _) = tokio_tungstenite::connect_async(ws(&owner_url))
+        .await
+        .unwrap();
+
+    async fn next_text(
+        socket: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> String {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                return text.to_string();
+            }
+        }
+    }
+    relayed
+        .send(Message::text("hello from afar"))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut direct).await, "hello from afar");
+    assert_eq!(next_text(&mut relayed).await, "hello from afar");
+    direct.send(Message::text("hello back")).await.unwrap();
+    assert_eq!(next_text(&mut relayed).await, "hello back");
+    // Change events reach the relayed socket too.
+    add(&client, &urls[urls.len() - 1], "chat@fra").await;
+    let event: Value = serde_json::from_str(&next_text(&mut relayed).await).unwrap();
+    assert_eq!(
+        (event["type"].as_str(), event["value"].as_i64()),
+        (Some("counter"), Some(2))
+    );
+    // The relay holds no copy of the actor.
+    let listed: Value = client
+        .get(format!("{relay_url}/v1/actors?prefix=chat"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["actors"], serde_json::json!([]));
+    relayed.close(None).await.unwrap();
+}

@@ -151,7 +151,9 @@ pub async fn events(
                 .to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::InvalidRequest("Last-Event-ID must be a seq (a whole number)".into()))?,
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest("Last-Event-ID must be a seq (a whole number)".into())
+                })?,
         ),
     };
     let hub = state.engine.events().hub(&target.actor);
@@ -176,24 +178,27 @@ fn change_stream(
     let first = gap.map(reset_event).into_iter();
     let replayed = replay.into_iter().filter_map(sse_event);
     let head = futures::stream::iter(first.chain(replayed).map(Ok));
-    let tail = futures::stream::unfold((live, closing, release), |(mut live, closing, release)| async move {
-        loop {
-            let frame = tokio::select! {
-                frame = live.recv() => frame,
-                () = closing.cancelled() => return None,
-            };
-            match frame {
-                Ok(frame) => {
-                    if let Some(event) = sse_event(frame) {
-                        return Some((Ok(event), (live, closing, release)));
+    let tail = futures::stream::unfold(
+        (live, closing, release),
+        |(mut live, closing, release)| async move {
+            loop {
+                let frame = tokio::select! {
+                    frame = live.recv() => frame,
+                    () = closing.cancelled() => return None,
+                };
+                match frame {
+                    Ok(frame) => {
+                        if let Some(event) = sse_event(frame) {
+                            return Some((Ok(event), (live, closing, release)));
+                        }
                     }
+                    // Fell behind: end the stream; the client resumes from its
+                    // Last-Event-ID out of the backlog.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
                 }
-                // Fell behind: end the stream; the client resumes from its
-                // Last-Event-ID out of the backlog.
-                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
             }
-        }
-    });
+        },
+    );
     head.chain(tail)
 }
 
