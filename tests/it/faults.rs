@@ -19,6 +19,15 @@ use std::time::{Duration, Instant};
 
 /// The counter and the KV key every actor in these tests uses.
 const COUNTER: &str = "n";
+
+/// Crash cycles per loop: CI's bounded default, or `ROOST_CRASH_CYCLES`
+/// for the long run (`ROOST_CRASH_CYCLES=50 cargo test --release --test it faults -- --nocapture`).
+fn crash_cycles(default: usize) -> usize {
+    std::env::var("ROOST_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 const KEY: &str = "reg";
 
 type CounterHistory = Vec<Op<CounterOp, i64>>;
@@ -504,7 +513,7 @@ async fn verify_recovery(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_durable_loses_no_acknowledged_write_and_keeps_integrity() {
-    const CYCLES: usize = 4;
+    let cycles = crash_cycles(4);
     const WRITERS: usize = 12;
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -516,7 +525,7 @@ async fn crash_loop_durable_loses_no_acknowledged_write_and_keeps_integrity() {
     let (mut verified, mut exported) = (0, 0);
     let mut kill_points = Vec::new();
 
-    for cycle in 0..=CYCLES {
+    for cycle in 0..=cycles {
         let mut process = Process::start(&data, &["--durability", "durable"]);
         let api = Api::new(&process.url);
         if cycle > 0 {
@@ -524,7 +533,7 @@ async fn crash_loop_durable_loses_no_acknowledged_write_and_keeps_integrity() {
             verified = v;
             exported += b;
         }
-        if cycle == CYCLES {
+        if cycle == cycles {
             let status = process.terminate();
             assert!(status.success(), "clean shutdown: {status:?}");
             break;
@@ -592,7 +601,7 @@ async fn crash_loop_durable_loses_no_acknowledged_write_and_keeps_integrity() {
     }
     let lost = log.lock().lost.len();
     eprintln!(
-        "durable crash loop: {CYCLES} kill -9 cycles (at {kill_points:?} ms), \
+        "durable crash loop: {cycles} kill -9 cycles (at {kill_points:?} ms), \
          {verified} acknowledged writes verified after restarts, {exported} bytes exported and \
          integrity-checked, {checked_ops} answered ops + {pending} unanswered ({lost} lost \
          connections) linearizable (checked in {:?}), total {:?}",
@@ -603,7 +612,7 @@ async fn crash_loop_durable_loses_no_acknowledged_write_and_keeps_integrity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_buffered_kill9_loses_at_most_the_flush_window() {
-    const CYCLES: usize = 3;
+    let cycles = crash_cycles(3);
     const FLUSH_MS: u64 = 200;
     /// Flush interval plus generous slack for a loaded CI machine: a write
     /// acknowledged this long before the kill must have survived it.
@@ -624,7 +633,7 @@ async fn crash_loop_buffered_kill9_loses_at_most_the_flush_window() {
     let (mut acked_total, mut lost_total, mut bytes) = (0usize, 0i64, 0usize);
     let mut oldest_lost = Duration::ZERO;
 
-    for cycle in 0..=CYCLES {
+    for cycle in 0..=cycles {
         let mut process = Process::start(&data, &args);
         let api = Api::new(&process.url);
         if cycle > 0 {
@@ -666,7 +675,7 @@ async fn crash_loop_buffered_kill9_loses_at_most_the_flush_window() {
                 );
             }
         }
-        if cycle == CYCLES {
+        if cycle == cycles {
             let status = process.terminate();
             assert!(status.success(), "clean shutdown: {status:?}");
             break;
@@ -710,7 +719,7 @@ async fn crash_loop_buffered_kill9_loses_at_most_the_flush_window() {
         }
     }
     eprintln!(
-        "buffered crash loop: {CYCLES} kill -9 cycles, {acked_total} acknowledged adds, \
+        "buffered crash loop: {cycles} kill -9 cycles, {acked_total} acknowledged adds, \
          {lost_total} lost (all within the window; the oldest lost was acknowledged \
          {oldest_lost:?} before the kill, allowed {WINDOW:?}), {bytes} bytes exported and \
          integrity-checked, total {:?}",
