@@ -50,3 +50,4 @@ trap 'rm -f "$log"' EXIT
 passed="$(sed -n 's/^ *\([0-9][0-9]*\) pass$/\1/p' "$log" | tail -n 1)"
 failed="$(sed -n 's/^ *\([0-9][0-9]*\) fail$/\1/p' "$log" | tail -n 1)"
 echo "bun: ${passed:-0} passed, ${failed:-0} failed"
+bash examples/run-ci.sh
