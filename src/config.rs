@@ -216,6 +216,9 @@ pub struct ServeArgs {
     /// Largest WebSocket message a client may send (beyond: close 1009).
     #[arg(long, env = "ROOST_WS_MAX_MESSAGE_BYTES", default_value_t = 64 << 10)]
     pub ws_max_message_bytes: usize,
+    /// Browser origins (besides localhost) allowed to open WebSockets and event streams; `null` for file:// pages, `*` for any.
+    #[arg(long, env = "ROOST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Log one `roost::access` event per request (request id, actor, status, latency).
     #[arg(long, env = "ROOST_ACCESS_LOG")]
     pub access_log: bool,

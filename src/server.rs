@@ -65,6 +65,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_sockets_per_actor: args.ws_max_sockets_per_actor,
                 max_message_bytes: args.ws_max_message_bytes,
             },
+            allowed_origins: args.allowed_origins.clone(),
             ..Default::default()
         },
     });

@@ -102,6 +102,9 @@ impl Default for RealtimeLimits {
 #[derive(Debug, Clone, Default)]
 pub struct Realtime {
     pub limits: RealtimeLimits,
+    /// Browser origins allowed to open sockets and streams besides the
+    /// machine's own (`localhost`, `127.0.0.1`, `[::1]`); `*` allows any.
+    pub allowed_origins: Vec<String>,
     pub closing: tokio_util::sync::CancellationToken,
     pub tasks: tokio_util::task::TaskTracker,
 }

@@ -413,3 +413,44 @@ async fn an_upgrade_to_a_non_owner_is_replayed_not_accepted() {
     let event: Value = serde_json::from_str(&next_text(&mut socket).await).unwrap();
     assert_eq!(event["value"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_from_other_sites_cannot_join_a_room() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::start(dir.path(), &["--allowed-origins", "https://app.example"]);
+    let ws_url = format!(
+        "{}/v1/actors/room/ws",
+        process.url.replace("http://", "ws://")
+    );
+    let with_origin = |origin: &str| {
+        let mut request = ws_url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(with_origin("https://evil.example"))
+        .await
+        .unwrap_err();
+    let tokio_tungstenite::tungstenite::Error::Http(response) = refused else {
+        panic!("not refused with an HTTP answer: {refused:?}");
+    };
+    assert_eq!(response.status(), 403);
+    for allowed in ["https://app.example", "http://localhost:5173"] {
+        assert!(
+            tokio_tungstenite::connect_async(with_origin(allowed))
+                .await
+                .is_ok(),
+            "{allowed}"
+        );
+    }
+    let stream = reqwest::Client::new()
+        .get(format!("{}/v1/actors/room/events", process.url))
+        .header("origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 403);
+    assert_eq!(code(&stream.json().await.unwrap()), "forbidden");
+}

@@ -49,7 +49,7 @@ async function startRoost(dataDir, listen = "127.0.0.1:0") {
   // Loopback without credentials: nothing to authenticate.
   delete env.ROOST_TOKEN;
   delete env.ROOST_JWT_SECRET;
-  const child = spawn(ROOST_BIN, ["serve", "--listen", listen, "--data-dir", dataDir], {
+  const child = spawn(ROOST_BIN, ["serve", "--listen", listen, "--data-dir", dataDir, "--allowed-origins", "null"], {
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });

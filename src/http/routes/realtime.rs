@@ -25,6 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 const GOING_AWAY: u16 = 1001;
 const POLICY: u16 = 1008;
 const TOO_BIG: u16 = 1009;
+const PROTOCOL: u16 = 1002;
 /// A socket that cannot take a frame for this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,8 +43,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn socket(
     State(state): State<Arc<AppState>>,
     target: Target,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    check_origin(&state, &headers)?;
     let limits = state.realtime.limits;
     let hub = state.engine.events().hub(&target.actor);
     let Some(slot) = hub.connect(limits.max_sockets_per_actor) else {
@@ -83,8 +86,8 @@ async fn run_socket(
                 Some(Ok(Message::Binary(bytes))) => hub.publish_message(Frame::Binary(bytes)),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | None => break None,
-                // Oversized messages surface here; the socket is unusable after.
-                Some(Err(err)) => break Some((TOO_BIG, format!("{err}"))),
+                // The socket is unusable after any error.
+                Some(Err(err)) => break Some(receive_error(err)),
             },
             frame = live.recv() => match frame {
                 Ok(frame) => {
@@ -110,6 +113,52 @@ async fn run_socket(
         };
         let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
+}
+
+/// The close code for a failed receive: 1009 for an oversized message,
+/// 1002 for a protocol violation.
+fn receive_error(err: axum::Error) -> (u16, String) {
+    let detail = err.to_string();
+    let inner = err.into_inner();
+    match inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) => (TOO_BIG, detail),
+        _ => (PROTOCOL, detail),
+    }
+}
+
+/// Browsers send `Origin`; a page from another site must not join rooms
+/// with the visitor's network position (cross-site WebSocket hijacking).
+/// Requests without `Origin` (not from a browser) are not affected.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let allowed = &state.realtime.allowed_origins;
+    if is_local_origin(origin)
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "origin {origin:?} may not open sockets or event streams; allow it with --allowed-origins"
+    )))
+}
+
+fn is_local_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.strip_prefix("[::1]") {
+        Some(port) => return port.is_empty() || port.starts_with(':'),
+        None => rest.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "localhost" | "127.0.0.1")
 }
 
 fn message(frame: Frame) -> Message {
@@ -144,6 +193,7 @@ pub async fn events(
     target: Target,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_origin(&state, &headers)?;
     let after = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -228,5 +278,30 @@ struct Release {
 impl Drop for Release {
     fn drop(&mut self) {
         self.state.engine.release_hub(&self.actor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_this_machines_origins_are_local() {
+        for local in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://127.0.0.1:8443",
+            "http://[::1]:8080",
+        ] {
+            assert!(super::is_local_origin(local), "{local}");
+        }
+        for foreign in [
+            "null",
+            "https://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io",
+            "file://",
+            "http://[::1]evil",
+        ] {
+            assert!(!super::is_local_origin(foreign), "{foreign}");
+        }
     }
 }
