@@ -68,6 +68,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             allowed_origins: args.allowed_origins.clone(),
             ..Default::default()
         },
+        local_usage: Default::default(),
     });
     let listener = http::listener::bind(args.listen)?;
     let addr = listener.local_addr()?;

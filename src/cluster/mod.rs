@@ -6,6 +6,7 @@ pub mod membership;
 pub mod placement;
 pub mod routing;
 pub mod socket_proxy;
+pub mod usage_sync;
 
 pub use membership::{Member, Membership};
 pub use placement::Node;

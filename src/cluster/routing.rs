@@ -31,10 +31,15 @@ pub async fn route(
     next: Next,
 ) -> Result<Response, ApiError> {
     // Invalid IDs and unknown regions are reported by the handler itself.
-    let path = request.uri().path();
-    let actor = match ratelimit_key_in_path(path) {
-        Some(key) => Some(state.engine.ratelimit_actor(&key)),
-        None => actor_in_path(path).and_then(|raw| ActorId::parse(&raw).ok()),
+    let path = request.uri().path().to_owned();
+    let (request, actor) = match ratelimit_key_in_path(&path) {
+        Some(key) => {
+            // Which limiter decides depends on the body's "mode".
+            let (request, mode) = peek_mode(request, &state).await?;
+            let actor = crate::http::routes::ratelimit::deciding_actor(&state, &key, mode);
+            (request, Some(actor))
+        }
+        None => (request, actor_in_path(&path).and_then(|raw| ActorId::parse(&raw).ok())),
     };
     let placement = actor.and_then(|id| state.node.place(&id).ok());
     let placement = match placement {
@@ -57,6 +62,28 @@ pub async fn route(
             "no machine of the actor's home region is known yet".into(),
         )),
     }
+}
+
+/// Reads a rate-limit request's small JSON body for its `mode`, and puts
+/// it back. A body the handler will reject counts as the default mode.
+async fn peek_mode(
+    request: Request,
+    state: &AppState,
+) -> Result<(Request, crate::http::routes::ratelimit::Mode), ApiError> {
+    let (parts, body) = request.into_parts();
+    let limit = state.engine.config().limits.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(format!("request body over {limit} bytes")))?;
+    #[derive(serde::Deserialize)]
+    struct ModeOnly {
+        #[serde(default)]
+        mode: crate::http::routes::ratelimit::Mode,
+    }
+    let mode = serde_json::from_slice::<ModeOnly>(&bytes)
+        .map(|m| m.mode)
+        .unwrap_or_default();
+    Ok((Request::from_parts(parts, Body::from(bytes)), mode))
 }
 
 fn arrived_rerouted(headers: &HeaderMap) -> bool {

@@ -282,10 +282,16 @@ impl Actor {
         if durability != Durability::Memory && !db.in_transaction() {
             db.begin()?;
         }
-        if let Op::RateLimit { key, policy, cost } = op {
+        if let Op::RateLimit {
+            key,
+            policy,
+            cost,
+            spend,
+        } = op
+        {
             return self
                 .limiter
-                .decide(db, key, policy, *cost)
+                .decide(db, key, policy, *cost, *spend)
                 .map(OpOutput::RateLimit);
         }
         if !op.needs_savepoint() {

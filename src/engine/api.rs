@@ -7,6 +7,7 @@ use super::Engine;
 use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
+use crate::limiter::state::Spend;
 use crate::limiter::{Decision, Policy};
 use crate::store::kv::{KvEntry, ListPage, ListQuery, Precondition};
 use crate::store::sql::{SqlRequest, SqlResponse};
@@ -119,6 +120,21 @@ impl Engine {
         cost: u64,
     ) -> Result<Decision, EngineError> {
         let id = self.ratelimit_actor(key);
+        self.ratelimit_on(&id, key, policy, cost, Spend::IfAllowed)
+            .await
+    }
+
+    /// [`Engine::ratelimit`] on a chosen limiter actor (a regional one for
+    /// `"mode": "local"`), optionally spending past the limit (usage synced
+    /// from another region).
+    pub async fn ratelimit_on(
+        &self,
+        id: &ActorId,
+        key: &str,
+        policy: Policy,
+        cost: u64,
+        spend: Spend,
+    ) -> Result<Decision, EngineError> {
         let create_as = match self.config().durability {
             Durability::Memory => Durability::Memory,
             _ => Durability::Buffered,
@@ -127,8 +143,9 @@ impl Engine {
             key: key.to_owned(),
             policy,
             cost,
+            spend,
         };
-        match self.call(&id, op, Some(create_as)).await? {
+        match self.call(id, op, Some(create_as)).await? {
             OpOutput::RateLimit(decision) => {
                 let allowed = if decision.allowed { "true" } else { "false" };
                 metrics::counter!(crate::telemetry::RATELIMIT_DECISIONS, "allowed" => allowed)
@@ -142,6 +159,11 @@ impl Engine {
     /// The limiter actor that holds `key`.
     pub fn ratelimit_actor(&self, key: &str) -> ActorId {
         crate::limiter::shard_actor(key, self.config().ratelimit_shards)
+    }
+
+    /// The limiter actor that holds `key`'s share in `region` (local mode).
+    pub fn ratelimit_local_actor(&self, key: &str, region: &str) -> ActorId {
+        crate::limiter::regional_shard_actor(key, self.config().ratelimit_shards, region)
     }
 
     /// Removes the actor and its data; returns whether it existed.

@@ -36,6 +36,7 @@ pub enum Op {
         key: String,
         policy: Policy,
         cost: u64,
+        spend: crate::limiter::state::Spend,
     },
     /// Removes the actor and all its data.
     Destroy,
@@ -132,10 +133,18 @@ impl Op {
                 Ok(())
             }
             Op::CounterAdd { name, .. } | Op::CounterGet { name } => key_ok("counter name", name),
-            Op::RateLimit { key, policy, cost } => {
+            Op::RateLimit {
+                key,
+                policy,
+                cost,
+                spend,
+            } => {
                 key_ok("rate-limit key", key)?;
                 policy.validate()?;
-                policy.check_cost(*cost)
+                match spend {
+                    crate::limiter::state::Spend::IfAllowed => policy.check_cost(*cost),
+                    crate::limiter::state::Spend::Always => Ok(()),
+                }
             }
             Op::Sql(_) | Op::KvList(_) | Op::Destroy | Op::Export | Op::Import { .. } => Ok(()),
         }

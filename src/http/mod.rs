@@ -10,7 +10,7 @@ pub(crate) mod extract;
 pub mod listener;
 mod observe;
 pub mod problem;
-mod routes;
+pub(crate) mod routes;
 
 use crate::engine::Engine;
 use axum::error_handling::HandleErrorLayer;
@@ -78,6 +78,8 @@ pub struct AppState {
     pub ratelimit_policies: crate::limiter::NamedPolicies,
     /// WebSockets and event streams.
     pub realtime: Realtime,
+    /// Local-mode rate-limit usage waiting to be reported to global owners.
+    pub local_usage: crate::cluster::usage_sync::LocalUsage,
 }
 
 /// Limits on WebSockets.
@@ -119,6 +121,7 @@ impl AppState {
             limits: HttpLimits::default(),
             ratelimit_policies: Default::default(),
             realtime: Realtime::default(),
+            local_usage: Default::default(),
         }
     }
 }
@@ -249,8 +252,13 @@ pub async fn serve(
         // (to the new owner, if this machine is leaving).
         closing.cancel();
     };
+    let sync = tokio::spawn(crate::cluster::usage_sync::run(
+        state.clone(),
+        realtime.closing.clone(),
+    ));
     let served = listener::run(listener, app(state), &limits, shutdown).await;
     realtime.tasks.close();
     realtime.tasks.wait().await;
+    let _ = sync.await;
     served
 }

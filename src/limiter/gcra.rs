@@ -128,6 +128,26 @@ pub fn decide(
     }
 }
 
+/// Spends `cost` whatever the state: usage that another region already
+/// allowed (see SPEC §6 `"mode": "local"`) is counted here even when it
+/// overshoots. The debt is capped at two windows so that one burst of
+/// overshoot cannot lock a key out for longer than that.
+pub fn spend(policy: &Policy, tat_us: Option<i64>, now_us: i64, cost: u64) -> (Decision, i64) {
+    let window = policy.window_us();
+    let tat = tat_us.map_or(now_us, |t| t.max(now_us));
+    let spent = (tat + policy.occupied_us(cost)).min(now_us + 2 * window);
+    let (decision, _) = decide(policy, Some(spent), now_us, 0);
+    let within = spent - window <= now_us;
+    (
+        Decision {
+            allowed: within,
+            retry_after_ms: if within { 0 } else { ceil_ms(spent - window - now_us) },
+            ..decision
+        },
+        spent,
+    )
+}
+
 fn ceil_ms(us: i64) -> u64 {
     (us.max(0) as u64).div_ceil(1000)
 }
@@ -204,6 +224,22 @@ mod tests {
         assert!(peek.allowed);
         assert_eq!(peek.remaining, 3);
         assert!(policy.check_cost(11).is_err());
+    }
+
+    #[test]
+    fn spending_counts_usage_even_past_the_limit_but_caps_the_debt() {
+        let policy = Policy::new(10, 1000).unwrap();
+        let (first, tat) = spend(&policy, None, 0, 6);
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 4);
+        let (over, tat) = spend(&policy, Some(tat), 0, 50);
+        assert!(!over.allowed);
+        assert_eq!(tat, 2 * SECOND, "debt capped at two windows");
+        assert_eq!(over.retry_after_ms, 1000);
+        let (decision, _) = decide(&policy, Some(tat), SECOND + 99_000, 1);
+        assert!(!decision.allowed);
+        let (decision, _) = decide(&policy, Some(tat), SECOND + 100_000, 1);
+        assert!(decision.allowed);
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub fn shard_actor(key: &str, shards: u32) -> ActorId {
         .expect("a generated limiter actor ID is valid")
 }
 
+/// The actor that holds `key`'s regional share in `region` (local mode):
+/// homed in that region, so a machine there decides.
+pub fn regional_shard_actor(key: &str, shards: u32, region: &str) -> ActorId {
+    let global = shard_actor(key, shards);
+    ActorId::parse(&format!("{}-local@{region}", global.as_str()))
+        .unwrap_or(global)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,15 @@ use crate::store::ActorDb;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Whether a request spends only what the policy allows (a decision) or
+/// spends regardless (usage another region already allowed, being synced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spend {
+    #[default]
+    IfAllowed,
+    Always,
+}
+
 /// Entries held before the first sweep of expired ones.
 const FIRST_SWEEP: usize = 1024;
 
@@ -45,9 +54,12 @@ impl LimiterState {
         key: &str,
         policy: &Policy,
         cost: u64,
+        spend: Spend,
     ) -> Result<Decision, EngineError> {
         policy.validate()?;
-        policy.check_cost(cost)?;
+        if spend == Spend::IfAllowed {
+            policy.check_cost(cost)?;
+        }
         let persistent = db.durability() != crate::config::Durability::Memory;
         let now = wall_clock_us().max(self.last_now);
         self.last_now = now;
@@ -59,7 +71,13 @@ impl LimiterState {
             }
             None => None,
         };
-        let (decision, next) = gcra::decide(policy, tat, now, cost);
+        let (decision, next) = match spend {
+            Spend::IfAllowed => gcra::decide(policy, tat, now, cost),
+            Spend::Always => {
+                let (decision, spent) = gcra::spend(policy, tat, now, cost);
+                (decision, (cost > 0).then_some(spent))
+            }
+        };
         match (next, self.entries.get_mut(key)) {
             (Some(tat), Some(entry)) => {
                 entry.tat = tat;

@@ -371,3 +371,68 @@ async fn scoped_tokens_cannot_rate_limit_and_full_tokens_can() {
         .unwrap();
     assert_eq!(full.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_decides_in_region_from_a_share_and_syncs_usage_to_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(dir.path(), &["--regions", "fra,iad", "--per-region", "2"]);
+    let client = reqwest::Client::new();
+    let local = json!({"limit": 20, "window_ms": 600_000, "mode": "local"});
+    for region in ["fra", "iad"] {
+        let mut allowed = 0;
+        let mut deciders = BTreeSet::new();
+        for _ in 0..25 {
+            let response = client
+                .post(format!("{}/v1/ratelimit/198.51.100.7", cluster.proxy))
+                .header("fly-prefer-region", region)
+                .json(&local)
+                .send()
+                .await
+                .unwrap();
+            deciders.insert(
+                response.headers()["roost-region"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+            if response.status() == 200 {
+                assert_eq!(
+                    response.headers()["ratelimit-policy"],
+                    "\"default\";q=10;w=600"
+                );
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 10, "{region} decides from its half of the limit");
+        assert_eq!(
+            deciders,
+            BTreeSet::from([region.to_owned()]),
+            "decided in the receiving region"
+        );
+    }
+    // Within a sync interval the global owner has counted all 20.
+    let global = json!({"limit": 20, "window_ms": 600_000, "cost": 0});
+    let mut remaining = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let response = client
+            .post(format!("{}/v1/ratelimit/198.51.100.7", cluster.proxy))
+            .json(&global)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        remaining = body["remaining"].as_u64();
+        if remaining == Some(0) {
+            break;
+        }
+    }
+    assert_eq!(remaining, Some(0), "local usage reached the global owner");
+    let spent = client
+        .post(format!("{}/v1/ratelimit/198.51.100.7", cluster.proxy))
+        .json(&json!({"limit": 20, "window_ms": 600_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), 429);
+}

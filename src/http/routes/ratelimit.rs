@@ -4,6 +4,7 @@
 
 use crate::http::problem::{ApiError, Denied};
 use crate::http::AppState;
+use crate::limiter::state::Spend;
 use crate::limiter::{Decision, Policy};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -24,6 +25,40 @@ pub struct LimitRequest {
     /// Units this request spends (default 1; 0 only looks).
     #[serde(default = "one")]
     cost: u64,
+    /// `global` (default): one owner decides worldwide. `local`: a machine
+    /// of the receiving region decides from that region's share, and the
+    /// usage is synced to the global owner every second. `sync`: such
+    /// usage, spent even past the limit (sent by roost itself).
+    #[serde(default)]
+    mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Global,
+    Local,
+    Sync,
+}
+
+/// The actor that decides for `key` under `mode` on this machine: the
+/// routing layer and the handler must agree on it.
+pub fn deciding_actor(state: &AppState, key: &str, mode: Mode) -> crate::actor_id::ActorId {
+    match mode {
+        Mode::Local => state.engine.ratelimit_local_actor(key, &state.node.region),
+        Mode::Global | Mode::Sync => state.engine.ratelimit_actor(key),
+    }
+}
+
+/// A region's share of `policy` in local mode: the limit split evenly over
+/// the cluster's regions, rounded up (so the worldwide total may exceed the
+/// limit by at most one unit per region).
+pub fn regional_share(policy: &Policy, regions: usize) -> Policy {
+    Policy {
+        limit: policy.limit.div_ceil(regions.max(1) as u64),
+        window_ms: policy.window_ms,
+    }
 }
 
 fn one() -> u64 {
@@ -59,7 +94,20 @@ pub async fn decide(
     crate::http::extract::JsonBody(body): crate::http::extract::JsonBody<LimitRequest>,
 ) -> Result<(HeaderMap, Json<LimitAnswer>), ApiError> {
     let (name, policy) = resolve(&state, &body)?;
-    let decision = state.engine.ratelimit(&key, policy, body.cost).await?;
+    let actor = deciding_actor(&state, &key, body.mode);
+    let (policy, spend) = match body.mode {
+        Mode::Global => (policy, Spend::IfAllowed),
+        Mode::Local => (regional_share(&policy, state.node.regions.len()), Spend::IfAllowed),
+        Mode::Sync => (policy, Spend::Always),
+    };
+    let decision = state
+        .engine
+        .ratelimit_on(&actor, &key, policy, body.cost, spend)
+        .await?;
+    if body.mode == Mode::Local && decision.allowed && body.cost > 0 {
+        let global = resolve(&state, &body)?.1;
+        state.local_usage.record(&key, global, body.cost);
+    }
     let headers = headers(&name, &policy, &decision);
     if !decision.allowed {
         return Err(ApiError::RateLimited(Box::new(Denied {

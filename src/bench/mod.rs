@@ -1,0 +1,136 @@
+//! `roost bench`: measures roost against baselines run in the same process,
+//! prints a markdown report and appends it to `bench/RESULTS.md`.
+//!
+//! Every HTTP scenario is a server on `127.0.0.1:0` driven by an in-process
+//! load generator ([`load`]): clients that each keep one connection and
+//! loop requests for a measured window after a 1 s warm-up. Two suites:
+//! [`counters`] (counter increments against a bare axum handler and a naive
+//! SQLite handler, then opening cold actors) and [`ratelimit`] (rate-limit
+//! decisions against a bare axum handler and Redis INCR + PEXPIRE).
+
+mod cold_open;
+mod counters;
+mod fixture;
+mod load;
+mod ratelimit;
+mod report;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Unmeasured load before each scenario's measured window.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// Other processes using this many cores make a scenario's numbers suspect.
+const NOISY_CORES: f64 = 0.25;
+
+/// Flags of `roost bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Which scenarios to run (all by default, so `--quick` smoke-tests both).
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    pub suite: Suite,
+    /// Short run: 3 s per counter scenario and 500 cold actors, 2 s per
+    /// rate-limit scenario.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured seconds per scenario, after a 1 s warm-up [default: 10, or
+    /// 3 (counters) and 2 (ratelimit) with --quick].
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Concurrent clients of the counter scenarios, each with its own
+    /// keep-alive connection (the rate-limit suite runs 8 and 64).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Redis to compare rate limiting with [default: a redis-server from
+    /// PATH, started on a free loopback port and stopped afterwards].
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Markdown file the dated report is appended to.
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    pub out: PathBuf,
+    /// Print the report without appending it to `--out`.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+/// A set of scenarios with its own report section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// Counter increments over HTTP at each durability, and cold opens.
+    Counters,
+    /// Rate-limit decisions over HTTP and in process, against Redis.
+    Ratelimit,
+    /// Both, counters first.
+    All,
+}
+
+impl Suite {
+    fn parts(self) -> &'static [Part] {
+        match self {
+            Suite::Counters => &[Part::Counters],
+            Suite::Ratelimit => &[Part::Ratelimit],
+            Suite::All => &[Part::Counters, Part::Ratelimit],
+        }
+    }
+}
+
+/// One suite that runs and reports on its own.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Counters,
+    Ratelimit,
+}
+
+/// A suite's rendered report and, if part of it failed after the rest was
+/// measured, why.
+struct Finished {
+    report: String,
+    failure: Option<anyhow::Error>,
+}
+
+/// Runs the chosen suites; prints each report and appends it to `--out`.
+/// A failed suite does not stop the next; the first failure is returned.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let parts = args.suite.parts();
+    for part in parts {
+        match part {
+            Part::Counters => counters::check_args(&args)?,
+            Part::Ratelimit => ratelimit::check_args(&args)?,
+        }
+    }
+    let mut failures = Vec::new();
+    for part in parts {
+        let finished = match part {
+            Part::Counters => counters::run(&args).await,
+            Part::Ratelimit => ratelimit::run(&args).await,
+        };
+        match finished {
+            Ok(finished) => {
+                println!("{}", finished.report);
+                if !args.no_write {
+                    report::append_report(&args.out, &finished.report)
+                        .with_context(|| format!("writing {}", args.out.display()))?;
+                    eprintln!("appended to {}", args.out.display());
+                }
+                failures.extend(finished.failure);
+            }
+            Err(err) => failures.push(err),
+        }
+    }
+    let mut failures = failures.into_iter();
+    match failures.next() {
+        None => Ok(()),
+        Some(first) => {
+            for later in failures {
+                eprintln!("bench: another failure: {later:#}");
+            }
+            Err(first)
+        }
+    }
+}
+
+fn progress(scenario: &str) {
+    eprintln!("bench: {scenario}...");
+}

@@ -1,0 +1,163 @@
+//! The rate-limit suite's roost rows and their HTTP ceiling: a bare axum
+//! handler, roost over loopback HTTP, and roost in process.
+
+use anyhow::{ensure, Context};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Plan, POLICY};
+use crate::bench::fixture::{RoostServer, ScratchDir, Server};
+use crate::bench::load::{drive, drive_threads, http_client, Answer, Load, Poster};
+use crate::{Durability, Engine, EngineConfig};
+
+/// Every HTTP row sends the same body: the suite's policy, cost 1.
+fn request_body() -> bytes::Bytes {
+    bytes::Bytes::from(format!(
+        r#"{{"limit":{},"window_ms":{},"cost":1}}"#,
+        POLICY.limit, POLICY.window_ms
+    ))
+}
+
+/// `clients` tasks `POST`ing decisions to `{base}/v1/ratelimit/{key}`,
+/// request `k` of task `i` for `keys[(i + k) % len]`.
+async fn decide_over_http(
+    base: &str,
+    keys: &[String],
+    clients: usize,
+    plan: Plan,
+) -> anyhow::Result<Load> {
+    let targets: Vec<String> = keys
+        .iter()
+        .map(|key| format!("{base}/v1/ratelimit/{key}"))
+        .collect();
+    let posters = Poster::many(
+        &http_client(clients)?,
+        &targets,
+        clients,
+        Some(request_body()),
+        true,
+    )?;
+    drive(posters, plan.measure, &[]).await
+}
+
+/// The request the bare handler reads (roost's, without named policies).
+#[derive(Deserialize)]
+struct LimitRequest {
+    limit: u64,
+    window_ms: u64,
+    cost: u64,
+}
+
+#[derive(Serialize)]
+struct LimitAnswer {
+    allowed: bool,
+    remaining: u64,
+    reset_ms: u64,
+}
+
+/// One key's fixed window: when it started and what it has spent.
+struct Window {
+    started: Instant,
+    spent: u64,
+}
+
+/// `POST /v1/ratelimit/{key}` deciding on a fixed window per key in a
+/// locked in-memory map: the HTTP ceiling for a decision.
+pub(super) async fn bare_axum(keys: &[String], clients: usize, plan: Plan) -> anyhow::Result<Load> {
+    type Windows = Arc<parking_lot::Mutex<HashMap<String, Window>>>;
+    async fn decide(
+        State(windows): State<Windows>,
+        UrlPath(key): UrlPath<String>,
+        Json(request): Json<LimitRequest>,
+    ) -> (StatusCode, Json<LimitAnswer>) {
+        let now = Instant::now();
+        let length = Duration::from_millis(request.window_ms);
+        let mut windows = windows.lock();
+        let window = windows.entry(key).or_insert(Window {
+            started: now,
+            spent: 0,
+        });
+        if now.duration_since(window.started) >= length {
+            *window = Window {
+                started: now,
+                spent: 0,
+            };
+        }
+        let allowed = window.spent + request.cost <= request.limit;
+        if allowed {
+            window.spent += request.cost;
+        }
+        let answer = LimitAnswer {
+            allowed,
+            remaining: request.limit.saturating_sub(window.spent),
+            reset_ms: u64::try_from(
+                length
+                    .saturating_sub(now.duration_since(window.started))
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+        };
+        let status = match allowed {
+            true => StatusCode::OK,
+            false => StatusCode::TOO_MANY_REQUESTS,
+        };
+        (status, Json(answer))
+    }
+
+    let app = Router::new()
+        .route("/v1/ratelimit/{key}", post(decide))
+        .with_state(Windows::default());
+    let server = Server::axum(app).await?;
+    let load = decide_over_http(&server.base, keys, clients, plan).await?;
+    server.stop().await;
+    Ok(load)
+}
+
+/// A real roost server: `POST /v1/ratelimit/{key}` over loopback.
+pub(super) async fn roost_http(
+    keys: &[String],
+    clients: usize,
+    plan: Plan,
+) -> anyhow::Result<Load> {
+    let roost = RoostServer::start(Durability::Durable).await?;
+    let load = decide_over_http(&roost.server.base, keys, clients, plan).await;
+    roost.stop().await?;
+    load
+}
+
+/// `Engine::ratelimit` from `threads` OS threads, no HTTP: what a decision
+/// costs an application that embeds roost.
+pub(super) async fn roost_in_process(
+    keys: Arc<[String]>,
+    threads: usize,
+    plan: Plan,
+) -> anyhow::Result<Load> {
+    tokio::task::spawn_blocking(move || {
+        let dir = ScratchDir::new("ratelimit")?;
+        let engine = Engine::open(EngineConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .context("opening the engine")?;
+        let load = drive_threads(threads, plan.measure, |thread, k| {
+            let key = &keys[(thread + k) % keys.len()];
+            match futures::executor::block_on(engine.ratelimit(key, POLICY, 1)) {
+                Ok(decision) if decision.allowed => Ok(Answer::Done),
+                Ok(_) => Ok(Answer::Denied),
+                Err(err) => Err(err.to_string()),
+            }
+        });
+        ensure!(
+            engine.shutdown(Duration::from_secs(30)),
+            "the engine did not shut down within 30 s"
+        );
+        load
+    })
+    .await?
+}
