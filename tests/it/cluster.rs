@@ -28,6 +28,23 @@ async fn add(client: &reqwest::Client, base: &str, actor: &str) -> (u16, Option<
     (status, value, machine)
 }
 
+/// The machine at `url` stores no actor whose ID starts with `prefix`.
+async fn assert_holds_no_copy(client: &reqwest::Client, url: &str, prefix: &str) {
+    let listed: Value = client
+        .get(format!("{url}/v1/actors?prefix={prefix}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["actors"],
+        serde_json::json!([]),
+        "{url} holds a second copy"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_dev_proxy_each_actor_is_served_by_one_machine_of_its_home_region() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,19 +225,7 @@ async fn forwarding_gives_one_owner_and_exact_totals_from_any_entry() {
             .await
             .unwrap();
         assert!(response.headers().contains_key("retry-after"));
-        let listed: Value = client
-            .get(format!("{url}/v1/actors?prefix=room%40iad"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(
-            listed["actors"],
-            serde_json::json!([]),
-            "{url} holds a second copy"
-        );
+        assert_holds_no_copy(&client, url, "room%40iad").await;
     }
 
     // Restarted on its port, the owner resumes from its old state.
@@ -284,19 +289,7 @@ async fn a_partitioned_owner_keeps_its_actors_and_loses_no_acknowledged_write() 
     );
     // Nobody else took the actor over meanwhile.
     for url in &others {
-        let listed: Value = client
-            .get(format!("{url}/v1/actors?prefix=part"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(
-            listed["actors"],
-            serde_json::json!([]),
-            "{url} holds a second copy"
-        );
+        assert_holds_no_copy(&client, url, "part").await;
     }
 
     // The partition heals: the same owner serves again, with every
@@ -410,14 +403,6 @@ async fn in_forward_mode_a_non_owner_relays_websockets_to_the_owner() {
         (Some("counter"), Some(2))
     );
     // The relay holds no copy of the actor.
-    let listed: Value = client
-        .get(format!("{relay_url}/v1/actors?prefix=chat"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["actors"], serde_json::json!([]));
+    assert_holds_no_copy(&client, &relay_url, "chat").await;
     relayed.close(None).await.unwrap();
 }
