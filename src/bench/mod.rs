@@ -13,6 +13,7 @@ mod counters;
 mod fixture;
 mod load;
 mod ratelimit;
+mod realtime;
 mod report;
 
 use anyhow::Context;
@@ -62,7 +63,9 @@ pub enum Suite {
     Counters,
     /// Rate-limit decisions over HTTP and in process, against Redis.
     Ratelimit,
-    /// Both, counters first.
+    /// WebSocket fan-out through actor rooms, against a bare broadcast relay.
+    Realtime,
+    /// Every suite, in this order.
     All,
 }
 
@@ -71,7 +74,8 @@ impl Suite {
         match self {
             Suite::Counters => &[Part::Counters],
             Suite::Ratelimit => &[Part::Ratelimit],
-            Suite::All => &[Part::Counters, Part::Ratelimit],
+            Suite::Realtime => &[Part::Realtime],
+            Suite::All => &[Part::Counters, Part::Ratelimit, Part::Realtime],
         }
     }
 }
@@ -81,6 +85,7 @@ impl Suite {
 enum Part {
     Counters,
     Ratelimit,
+    Realtime,
 }
 
 /// A suite's rendered report and, if part of it failed after the rest was
@@ -98,6 +103,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         match part {
             Part::Counters => counters::check_args(&args)?,
             Part::Ratelimit => ratelimit::check_args(&args)?,
+            Part::Realtime => realtime::check_args(&args)?,
         }
     }
     let mut failures = Vec::new();
@@ -105,6 +111,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let finished = match part {
             Part::Counters => counters::run(&args).await,
             Part::Ratelimit => ratelimit::run(&args).await,
+            Part::Realtime => realtime::run(&args).await,
         };
         match finished {
             Ok(finished) => {

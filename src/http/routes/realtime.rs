@@ -90,13 +90,17 @@ async fn run_socket(
                 Some(Err(err)) => break Some(receive_error(err)),
             },
             frame = live.recv() => match frame {
-                Ok(frame) => {
-                    let sent = tokio::time::timeout(SEND_TIMEOUT, sink.send(message(frame))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
+                Ok(frame) => match deliver(&mut sink, frame, &mut live).await {
+                    Delivered::All => {}
+                    Delivered::Stalled => {
                         metrics::counter!(crate::telemetry::WS_DROPPED, "reason" => "stalled").increment(1);
                         return;
                     }
-                }
+                    Delivered::Lagged(missed) => {
+                        metrics::counter!(crate::telemetry::WS_DROPPED, "reason" => "lagged").increment(1);
+                        break Some((POLICY, format!("too slow: {missed} messages behind")));
+                    }
+                },
                 Err(RecvError::Lagged(missed)) => {
                     metrics::counter!(crate::telemetry::WS_DROPPED, "reason" => "lagged").increment(1);
                     break Some((POLICY, format!("too slow: {missed} messages behind")));
@@ -159,6 +163,59 @@ fn is_local_origin(origin: &str) -> bool {
         None => rest.split(':').next().unwrap_or_default(),
     };
     matches!(host, "localhost" | "127.0.0.1")
+}
+
+enum Delivered {
+    All,
+    Stalled,
+    Lagged(u64),
+}
+
+/// Frames written per flush at most, when several are waiting.
+const BATCH: usize = 64;
+
+/// Writes `first` and whatever else is already queued, then flushes once:
+/// one write per burst instead of one per frame.
+async fn deliver(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    first: Frame,
+    live: &mut tokio::sync::broadcast::Receiver<Frame>,
+) -> Delivered {
+    if !matches!(
+        within(SEND_TIMEOUT, sink.feed(message(first))).await,
+        Some(Ok(()))
+    ) {
+        return Delivered::Stalled;
+    }
+    for _ in 1..BATCH {
+        let frame = match live.try_recv() {
+            Ok(frame) => frame,
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(missed)) => {
+                return Delivered::Lagged(missed)
+            }
+            Err(_) => break,
+        };
+        if !matches!(
+            within(SEND_TIMEOUT, sink.feed(message(frame))).await,
+            Some(Ok(()))
+        ) {
+            return Delivered::Stalled;
+        }
+    }
+    match within(SEND_TIMEOUT, sink.flush()).await {
+        Some(Ok(())) => Delivered::All,
+        _ => Delivered::Stalled,
+    }
+}
+
+/// Runs `work` with a deadline, arming a timer only if it does not finish
+/// at once (a timer per frame would cost more than the frame).
+async fn within<F: std::future::Future>(deadline: Duration, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    if let std::task::Poll::Ready(output) = futures::poll!(work.as_mut()) {
+        return Some(output);
+    }
+    tokio::time::timeout(deadline, work).await.ok()
 }
 
 fn message(frame: Frame) -> Message {
