@@ -67,6 +67,8 @@ pub(crate) struct Actor {
     limiter: LimiterState,
     /// Where change events go, when someone listens.
     hub: HubCache,
+    /// An inline caller found a flush due and woke the thread for it.
+    flush_requested: bool,
 }
 
 impl Actor {
@@ -82,6 +84,7 @@ impl Actor {
             pinned,
             limiter: LimiterState::default(),
             hub: HubCache::default(),
+            flush_requested: false,
         }
     }
 
@@ -135,6 +138,12 @@ impl Actor {
     pub fn run_inline(&mut self, msg: Msg) -> bool {
         let was_dirty = self.unflushed_since.is_some();
         self.handle(msg);
+        // A due flush is an fsync: leave it to the actor's thread rather
+        // than make this caller (an async worker, a JS thread) wait for it.
+        if self.durability() == Durability::Buffered && self.flush_due() {
+            // One wake-up is enough until the thread has flushed.
+            return !std::mem::replace(&mut self.flush_requested, true);
+        }
         self.end_batch();
         !was_dirty && self.unflushed_since.is_some()
     }
@@ -338,15 +347,19 @@ impl Actor {
         }
     }
 
+    /// Buffered mode: enough writes are waiting, or the oldest waited long enough.
+    fn flush_due(&self) -> bool {
+        let unwritten = self.pending.len() + self.limiter.dirty_len();
+        unwritten >= self.inner.config.flush_max_ops
+            || self.flush_deadline().is_some_and(|d| d <= Instant::now())
+    }
+
     /// Ends a batch: commit and answer (durable, memory) or flush if due (buffered).
     fn end_batch(&mut self) {
         match self.durability() {
             Durability::Buffered => {
                 let unwritten = self.pending.len() + self.limiter.dirty_len();
-                let due = unwritten >= self.inner.config.flush_max_ops
-                    || self.flush_deadline().is_some_and(|d| d <= Instant::now())
-                    || unwritten == 0;
-                if due {
+                if unwritten == 0 || self.flush_due() {
                     self.flush();
                 }
             }
@@ -410,6 +423,7 @@ impl Actor {
 
     /// Buffered mode: commit the open transaction (one fsync).
     fn flush(&mut self) {
+        self.flush_requested = false;
         let Some(db) = self.db.as_mut() else {
             self.unflushed_since = None;
             return;

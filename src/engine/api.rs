@@ -158,7 +158,8 @@ impl Engine {
 
     /// The limiter actor that holds `key`.
     pub fn ratelimit_actor(&self, key: &str) -> ActorId {
-        crate::limiter::shard_actor(key, self.config().ratelimit_shards)
+        let shard = crate::limiter::shard_of(key, self.config().ratelimit_shards);
+        self.inner.limiter_ids[shard].clone()
     }
 
     /// The limiter actor that holds `key`'s share in `region` (local mode).

@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub catalog: Catalog,
     pub watchdog: Watchdog,
     pub events: events::Events,
+    /// The limiter actors' IDs, worked out once.
+    pub limiter_ids: Vec<ActorId>,
     registry: Mutex<Registry>,
     closed: AtomicBool,
     reaper_wake: Condvar,
@@ -118,11 +120,15 @@ impl Engine {
         std::fs::create_dir_all(config.data_dir.join("tmp"))?;
         let catalog = Catalog::open(&config.data_dir.join("catalog.db"))?;
         let watchdog = Watchdog::start()?;
+        let limiter_ids = (0..config.ratelimit_shards.max(1) as usize)
+            .map(crate::limiter::shard_id)
+            .collect();
         let inner = Arc::new(Inner {
             config,
             catalog,
             watchdog,
             events: events::Events::default(),
+            limiter_ids,
             registry: Mutex::new(Registry::default()),
             closed: AtomicBool::new(false),
             reaper_wake: Condvar::new(),

@@ -23,10 +23,19 @@ pub const DEFAULT_SHARDS: u32 = 16;
 /// The actor that holds `key`'s state. Its ID has no region suffix, so it
 /// lives in the default region and the limit is one worldwide limit.
 pub fn shard_actor(key: &str, shards: u32) -> ActorId {
+    shard_id(shard_of(key, shards))
+}
+
+/// Which of `shards` limiter actors holds `key`.
+pub fn shard_of(key: &str, shards: u32) -> usize {
     let digest = Sha256::digest(key.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    let shard = u64::from_be_bytes(first) % u64::from(shards.max(1));
+    (u64::from_be_bytes(first) % u64::from(shards.max(1))) as usize
+}
+
+/// The ID of limiter actor number `shard`.
+pub fn shard_id(shard: usize) -> ActorId {
     ActorId::parse(&format!("roost-ratelimit-{shard:03}"))
         .expect("a generated limiter actor ID is valid")
 }
