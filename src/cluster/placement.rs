@@ -83,6 +83,17 @@ impl Node {
         }
     }
 
+    /// This machine is the only one it knows, in the only region it knows:
+    /// it owns every actor it can serve, so routing has nothing to decide.
+    pub fn is_alone(&self) -> bool {
+        self.regions.len() <= 1
+            && self
+                .membership
+                .members()
+                .iter()
+                .all(|m| m.machine_id == self.machine_id)
+    }
+
     /// The actor's home region: its `@region` suffix, else the default.
     pub fn home_region(&self, id: &ActorId) -> Result<String, EngineError> {
         match id.region_suffix() {
