@@ -12,13 +12,13 @@
 //! write, a full disk). The ops applied in it are kept until commit and
 //! replayed into a fresh transaction, so no other op is lost with it.
 
+use super::events::{Change, HubCache};
 use super::ops::{Op, OpOutput};
 use super::{Done, Inner};
 use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
 use crate::limiter::state::LimiterState;
-use super::events::{Change, HubCache};
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -304,12 +304,10 @@ impl Actor {
                 .map(OpOutput::RateLimit);
         }
         if !op.needs_savepoint() {
-            return op.apply(db);
+            return apply_guarded(op, db);
         }
         db.savepoint()?;
-        let result = op
-            .apply(db)
-            .and_then(|output| db.release().map(|()| output));
+        let result = apply_guarded(op, db).and_then(|output| db.release().map(|()| output));
         if result.is_err() {
             db.rollback_op();
         }
@@ -584,6 +582,23 @@ impl Actor {
         self.hub = HubCache::default();
         self.inner.events.release_if_unused(&self.id);
     }
+}
+
+/// Runs an op, turning a panic inside libSQL (it unwraps TEXT that is not
+/// UTF-8, for one) into an error for that op alone: the actor's thread,
+/// its open transaction and its acknowledged writes live on.
+fn apply_guarded(op: &Op, db: &mut ActorDb) -> Result<OpOutput, EngineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(db))).unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::warn!(%detail, "an operation panicked inside the storage layer");
+        Err(EngineError::Sql(format!(
+            "the result could not be read (a TEXT value that is not UTF-8? read it as a BLOB with CAST(... AS BLOB)): {detail}"
+        )))
+    })
 }
 
 /// Errors are answered to every op of a failed batch.

@@ -114,13 +114,20 @@ pub struct ActorPage {
 impl Engine {
     /// Opens the engine over `config.data_dir`, creating it if needed.
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        if !(1..=crate::limiter::MAX_SHARDS).contains(&config.ratelimit_shards) {
+            return Err(EngineError::InvalidConfig(format!(
+                "ratelimit_shards must be between 1 and {}, not {}",
+                crate::limiter::MAX_SHARDS,
+                config.ratelimit_shards
+            )));
+        }
         std::fs::create_dir_all(config.data_dir.join("actors"))?;
         // Exports and uploads in flight when the process died are garbage.
         let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
         std::fs::create_dir_all(config.data_dir.join("tmp"))?;
         let catalog = Catalog::open(&config.data_dir.join("catalog.db"))?;
         let watchdog = Watchdog::start()?;
-        let limiter_ids = (0..config.ratelimit_shards.max(1) as usize)
+        let limiter_ids = (0..config.ratelimit_shards as usize)
             .map(crate::limiter::shard_id)
             .collect();
         let inner = Arc::new(Inner {

@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 /// Limiter actors per cluster unless configured. Every machine must use the
 /// same number: it decides which actor (and so which owner) holds a key.
 pub const DEFAULT_SHARDS: u32 = 16;
+/// Most limiter actors a cluster may spread keys over.
+pub const MAX_SHARDS: u32 = 4096;
 
 /// The actor that holds `key`'s state. Its ID has no region suffix, so it
 /// lives in the default region and the limit is one worldwide limit.

@@ -4,5 +4,6 @@
 //! `bindings/bun`.
 
 mod abi;
+mod fuzz;
 mod header;
 mod ratelimit;
