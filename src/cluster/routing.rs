@@ -42,7 +42,10 @@ pub async fn route(
             let actor = crate::http::routes::ratelimit::deciding_actor(&state, &key, mode);
             (request, Some(actor))
         }
-        None => (request, actor_in_path(&path).and_then(|raw| ActorId::parse(&raw).ok())),
+        None => (
+            request,
+            actor_in_path(&path).and_then(|raw| ActorId::parse(&raw).ok()),
+        ),
     };
     let placement = actor.and_then(|id| state.node.place(&id).ok());
     let placement = match placement {
@@ -57,7 +60,9 @@ pub async fn route(
     }
     match (state.node.routing, placement) {
         (Routing::Replay, placement) => Err(replay(&request, &placement)),
-        (Routing::Forward, Placement::Owner(owner)) if super::socket_proxy::is_upgrade(&request) => {
+        (Routing::Forward, Placement::Owner(owner))
+            if super::socket_proxy::is_upgrade(&request) =>
+        {
             super::socket_proxy::forward(&state, &owner, request).await
         }
         (Routing::Forward, Placement::Owner(owner)) => forward(&state.node, &owner, request).await,

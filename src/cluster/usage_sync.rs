@@ -81,7 +81,8 @@ async fn report(state: &AppState, key: &str, policy: Policy, cost: u64) -> Resul
             .map(drop)
             .map_err(|e| e.to_string()),
         Placement::Owner(owner) => {
-            let segment = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+            let segment =
+                percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
             let mut request = state
                 .node
                 .client

@@ -141,7 +141,11 @@ pub fn spend(policy: &Policy, tat_us: Option<i64>, now_us: i64, cost: u64) -> (D
     (
         Decision {
             allowed: within,
-            retry_after_ms: if within { 0 } else { ceil_ms(spent - window - now_us) },
+            retry_after_ms: if within {
+                0
+            } else {
+                ceil_ms(spent - window - now_us)
+            },
             ..decision
         },
         spent,

@@ -46,8 +46,7 @@ pub fn shard_id(shard: usize) -> ActorId {
 /// homed in that region, so a machine there decides.
 pub fn regional_shard_actor(key: &str, shards: u32, region: &str) -> ActorId {
     let global = shard_actor(key, shards);
-    ActorId::parse(&format!("{}-local@{region}", global.as_str()))
-        .unwrap_or(global)
+    ActorId::parse(&format!("{}-local@{region}", global.as_str())).unwrap_or(global)
 }
 
 #[cfg(test)]

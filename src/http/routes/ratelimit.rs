@@ -97,7 +97,10 @@ pub async fn decide(
     let actor = deciding_actor(&state, &key, body.mode);
     let (policy, spend) = match body.mode {
         Mode::Global => (policy, Spend::IfAllowed),
-        Mode::Local => (regional_share(&policy, state.node.regions.len()), Spend::IfAllowed),
+        Mode::Local => (
+            regional_share(&policy, state.node.regions.len()),
+            Spend::IfAllowed,
+        ),
         Mode::Sync => (policy, Spend::Always),
     };
     let decision = state
