@@ -219,6 +219,14 @@ impl Actor {
             self.replay();
         }
         match (self.durability(), result) {
+            // A durable actor answers even a failure only after the batch
+            // commits: a CAS mismatch may have seen an earlier op's
+            // uncommitted write, which a crash before the commit undoes.
+            (Durability::Durable, Err(err)) => self.pending.push(Pending {
+                op,
+                reply: Some(reply),
+                result: Err(err),
+            }),
             (_, Err(err)) => reply(Err(err)),
             (Durability::Buffered, Ok(output)) if matches!(op, Op::RateLimit { .. }) => {
                 // The limiter's memory is its log: it is written at flush,
