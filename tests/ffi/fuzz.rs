@@ -2169,7 +2169,7 @@ enum ConfigInput {
 }
 
 /// The seed of a run without `PROPTEST_RNG_SEED`.
-const FIXED_SEED: u64 = 0x726f_6f73_74;
+const FIXED_SEED: u64 = 0x0072_6f6f_7374;
 
 /// Limiter shards the fuzz passes at most (the engine refuses more than
 /// `MAX_SHARDS`; larger values only slow the case down).
