@@ -14,6 +14,7 @@ pub mod split;
 pub mod sql;
 pub mod transfer;
 pub mod value;
+pub mod vfs;
 
 use crate::config::{Durability, Limits};
 use crate::engine::watchdog::QuerySlot;
@@ -84,7 +85,16 @@ impl ActorDb {
         slot_for: impl FnOnce(Connection) -> Arc<QuerySlot>,
     ) -> Result<Option<Self>, EngineError> {
         let (path, exists) = match location {
-            Location::File(path) => (path.to_string_lossy().into_owned(), path.exists()),
+            Location::File(path) => {
+                let text = path.to_string_lossy().into_owned();
+                // Through the persistent-WAL VFS when it registered.
+                let opened = if vfs::register() {
+                    vfs::uri(&text)
+                } else {
+                    text
+                };
+                (opened, path.exists())
+            }
             Location::Memory => (":memory:".to_owned(), false),
         };
         if !exists && create.is_none() {
