@@ -152,16 +152,21 @@ impl ActorDb {
             return Ok(());
         }
         let durability = create.unwrap_or_default();
-        let setup = format!(
-            "BEGIN; {SCHEMA}
-             INSERT OR REPLACE INTO _roost_meta (key, value) VALUES ('id', ?1), ('durability', ?2);
-             COMMIT;"
+        // execute_batch takes no parameters: the ID and durability are bound
+        // in their own statement of the same transaction.
+        block_on(self.conn.execute_batch(&format!("BEGIN; {SCHEMA}")))
+            .map_err(|e| self.error(e))?;
+        let labelled = self.exec(
+            "INSERT OR REPLACE INTO _roost_meta (key, value) VALUES ('id', ?1), ('durability', ?2)",
+            [
+                Value::Text(id.to_owned()),
+                Value::Text(durability.as_str().to_owned()),
+            ],
         );
-        // execute_batch takes no parameters, so the two values go in quoted.
-        let setup = setup
-            .replace("?1", &sql_quote(id))
-            .replace("?2", &sql_quote(durability.as_str()));
-        block_on(self.conn.execute_batch(&setup)).map_err(|e| self.error(e))?;
+        if let Err(err) = labelled.and_then(|_| self.commit()) {
+            self.rollback();
+            return Err(err);
+        }
         self.pragma(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
         self.durability = durability;
         Ok(())
@@ -226,6 +231,32 @@ impl ActorDb {
                 }
             }
             Ok(first)
+        })();
+        stmt.reset();
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Whether every value the one-column engine query `sql` returns is
+    /// NULL, a blob or text that is valid UTF-8 (reads bytes, not strings,
+    /// so bad text is seen rather than an error).
+    pub(crate) fn all_text_is_utf8(&mut self, sql: &'static str) -> Result<bool, EngineError> {
+        let stmt = self.cached(sql)?;
+        stmt.reset();
+        let result = (|| {
+            let mut rows = block_on(stmt.query(()))?;
+            while let Some(row) = block_on(rows.next())? {
+                let bytes = match row.get_value(0) {
+                    Ok(Value::Text(_) | Value::Null) => continue,
+                    Ok(Value::Blob(bytes)) => bytes,
+                    Ok(_) => return Ok(false),
+                    // libsql refuses to build a String from bad UTF-8.
+                    Err(_) => return Ok(false),
+                };
+                if std::str::from_utf8(&bytes).is_err() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         })();
         stmt.reset();
         result.map_err(|e| self.error(e))
@@ -317,6 +348,8 @@ pub fn sql_error(err: libsql::Error, timed_out: bool, timeout_ms: u64) -> Engine
             }
             9 => EngineError::Sql(format!("interrupted: {message}")),
             18 => EngineError::TooLarge(message),
+            // SQLITE_AUTH: the authorizer refused a read (a column it hides).
+            23 => EngineError::SqlDenied(message),
             13 => EngineError::InsufficientStorage(message),
             10 | 14 => EngineError::Io(message),
             7 | 11 | 26 => EngineError::Internal(message),
@@ -331,10 +364,6 @@ fn open_error(err: libsql::Error) -> EngineError {
         EngineError::Sql(msg) => EngineError::Io(msg),
         other => other,
     }
-}
-
-fn sql_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn create_parent_dirs(file: &Path) -> Result<(), EngineError> {
@@ -360,5 +389,37 @@ pub(crate) fn as_i64(value: &Value) -> Result<i64, EngineError> {
         other => Err(EngineError::Internal(format!(
             "expected an integer, found {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::watchdog::QuerySlot;
+
+    #[test]
+    fn ids_that_look_like_sql_parameters_are_stored_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, id) in ["?1", "?2", "'?2'", "a'b", "?1?2"].into_iter().enumerate() {
+            let location = Location::File(dir.path().join(format!("{i}.db")));
+            let open = |create| {
+                ActorDb::open(
+                    &location,
+                    id,
+                    create,
+                    &Limits::default(),
+                    QuerySlot::detached,
+                )
+                .unwrap()
+                .unwrap()
+            };
+            let mut db = open(Some(Durability::Buffered));
+            assert_eq!(db.meta("id").unwrap(), Value::Text(id.to_owned()));
+            db.close();
+            let mut db = open(None);
+            assert_eq!(db.meta("id").unwrap(), Value::Text(id.to_owned()));
+            assert_eq!(db.durability(), Durability::Buffered);
+            db.close();
+        }
     }
 }

@@ -66,10 +66,56 @@ pub fn prepare_import(
             EngineError::InvalidRequest(format!("reserved table has the wrong shape: {e}"))
         })?;
     }
+    check_reserved_rows(&mut db)?;
     // Leave one self-contained file: no WAL beside it when it is renamed.
     db.pragma("PRAGMA wal_checkpoint(TRUNCATE)")?;
     db.pragma("PRAGMA journal_mode = DELETE")?;
     db.close();
+    // The persistent-WAL VFS (see `vfs`) leaves the emptied WAL behind.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::remove_file(wal) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses reserved rows the engine could not serve later (a file written
+/// by hand or damaged on the way), and sets the KV clock past every stored
+/// version so new writes keep versions rising.
+fn check_reserved_rows(db: &mut ActorDb) -> Result<(), EngineError> {
+    let refuse = |what: &str| {
+        Err(EngineError::InvalidRequest(format!(
+            "the upload is not a usable database: {what}"
+        )))
+    };
+    // Keys and counter names come back as text; SQLite stores any bytes.
+    let bad_key = "SELECT count(*) FROM _roost_kv WHERE typeof(key) != 'blob' \
+                   OR typeof(value) != 'blob' OR typeof(version) != 'integer' OR version < 1";
+    if db
+        .query_row(bad_key, ())?
+        .and_then(|r| r.into_iter().next())
+        != Some(Value::Integer(0))
+    {
+        return refuse("a KV row has the wrong types");
+    }
+    if !db.all_text_is_utf8("SELECT key FROM _roost_kv")? {
+        return refuse("a KV key is not UTF-8");
+    }
+    if !db.all_text_is_utf8("SELECT name FROM _roost_counters")? {
+        return refuse("a counter name is not UTF-8");
+    }
+    let clock = db.query_row("SELECT value FROM _roost_meta WHERE key = 'kv_clock'", ())?;
+    match clock.and_then(|r| r.into_iter().next()) {
+        None | Some(Value::Integer(_)) => {}
+        Some(_) => return refuse("the KV clock is not an integer"),
+    }
+    db.exec(
+        "INSERT INTO _roost_meta (key, value) \
+         VALUES ('kv_clock', (SELECT coalesce(max(version), 0) FROM _roost_kv)) \
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        (),
+    )?;
     Ok(())
 }
 

@@ -28,6 +28,12 @@ pub const NAME: &CStr = c"roost";
 pub fn register() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
+        // libsql sets SQLite's threading mode once, before SQLite starts;
+        // the lookup below would start SQLite first and make that fail, so
+        // let libsql go first (an in-memory open does it).
+        if super::block_on(libsql::Builder::new_local(":memory:").build()).is_err() {
+            return false;
+        }
         // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS (or NULL),
         // which SQLite never frees; the copy we register is leaked, so it
         // lives as long as the process, as sqlite3_vfs_register requires.

@@ -74,14 +74,13 @@ const SQL_FAILS: &[roost_result] = &[
 ];
 const IMPORT_FAILS: &[roost_result] = &[ROOST_INVALID_REQUEST, ROOST_TOO_LARGE];
 /// Extra answers allowed about [`IMPORTED_ACTOR`], whose file may hold
-/// anything a sound SQLite file can (a hand-edited `_roost_kv`, say).
-/// `ROOST_INTERNAL` is among them only because import accepts files roost
-/// cannot serve: see the ignored bug tests at the end.
+/// anything a sound SQLite file can that import accepts (its own tables,
+/// say). Import refuses reserved rows roost could not serve, so
+/// `ROOST_INTERNAL` is not among them.
 const IMPORTED_FAILS: &[roost_result] = &[
     ROOST_NOT_FOUND,
     ROOST_SQL_ERROR,
     ROOST_INVALID_REQUEST,
-    ROOST_INTERNAL,
     ROOST_TOO_LARGE,
 ];
 
@@ -2846,7 +2845,6 @@ fn corrupt(db: &[u8], marker: &[u8], mask: u8) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "bug: import accepts a database roost cannot serve: a KV key that is not UTF-8 (kv_list then answers ROOST_INTERNAL) or no kv_clock row (every later write answers ROOST_INTERNAL)"]
 fn an_import_roost_cannot_serve_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open_engine(&json!({"data_dir": dir.path()}).to_string());
@@ -2902,7 +2900,6 @@ fn an_import_roost_cannot_serve_is_refused() {
 }
 
 #[test]
-#[ignore = "bug: a column read the authorizer refuses (\"access to t.c is prohibited\", SQLITE_AUTH) answers ROOST_SQL_ERROR, not ROOST_SQL_DENIED; reached by importing a table whose column name is not UTF-8"]
 fn a_read_the_authorizer_refuses_is_sql_denied() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open_engine(&json!({"data_dir": dir.path()}).to_string());
