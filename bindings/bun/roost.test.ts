@@ -1,6 +1,6 @@
 import { Database } from "bun:sqlite";
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Roost, RoostError, version, type Durability } from "./index.ts";
@@ -77,6 +77,28 @@ describe("counters", () => {
     const err = await failure(() => counter.add(2 ** 62));
     expect(err.code).toBe("ROOST_INVALID_REQUEST");
     expect(counter.get()).toBe(2 ** 62);
+  });
+
+  test("memory counters are current in SQL and in an export right after adds", async () => {
+    const actor = openDb("memory").actor("room");
+    const hits = actor.counter("hits");
+    for (let i = 0; i < 1000; i++) hits.add(1);
+    await Promise.all(Array.from({ length: 10 }, () => hits.addAsync(1)));
+    actor.counter("misses").add(-3);
+    const read = "SELECT name, value FROM _roost_counters ORDER BY name";
+    expect(actor.sql(read).rows).toEqual([
+      ["hits", 1010],
+      ["misses", -3],
+    ]);
+    hits.add(5);
+    const path = join(freshDir(), "export.db");
+    writeFileSync(path, actor.export());
+    const copy = new Database(path, { readonly: true });
+    expect(copy.query(read).values()).toEqual([
+      ["hits", 1015],
+      ["misses", -3],
+    ]);
+    copy.close();
   });
 });
 

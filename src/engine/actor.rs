@@ -8,6 +8,10 @@
 //! commit). `buffered` actors answer at once and keep the transaction open
 //! until `flush_interval_ms` or `flush_max_ops` is reached.
 //!
+//! A `memory` actor keeps its counters in a write-back map
+//! ([`CounterCache`]) and writes them to the table before user SQL or an
+//! export can read it.
+//!
 //! SQLite may roll back a whole transaction by itself (an interrupted
 //! write, a full disk). The ops applied in it are kept until commit and
 //! replayed into a fresh transaction, so no other op is lost with it.
@@ -19,6 +23,7 @@ use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
 use crate::limiter::state::LimiterState;
+use crate::store::counters::CounterCache;
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -47,6 +52,13 @@ pub(crate) struct Msg {
     pub reply: Reply,
 }
 
+/// When an op's answer may be given.
+enum Outcome {
+    Now(Result<OpOutput, EngineError>),
+    /// A durable op's: once its batch has committed.
+    AfterCommit(Op, Result<OpOutput, EngineError>),
+}
+
 /// An op applied in the open transaction and not yet committed.
 struct Pending {
     op: Op,
@@ -65,6 +77,8 @@ pub(crate) struct Actor {
     pinned: Arc<AtomicBool>,
     /// Rate-limit state, when this actor is a limiter shard.
     limiter: LimiterState,
+    /// A memory actor's counters (see `CounterCache`).
+    counters: CounterCache,
     /// Where change events go, when someone listens.
     hub: HubCache,
     /// An inline caller found a flush due and woke the thread for it.
@@ -83,6 +97,7 @@ impl Actor {
             unflushed_since: None,
             pinned,
             limiter: LimiterState::default(),
+            counters: CounterCache::default(),
             hub: HubCache::default(),
             flush_requested: false,
         }
@@ -133,19 +148,46 @@ impl Actor {
     }
 
     /// Runs one op on the caller's thread (queue empty, lock held). Returns
-    /// whether the actor now holds unflushed writes it did not hold before,
-    /// so the caller can wake the thread to arm the flush timer.
-    pub fn run_inline(&mut self, msg: Msg) -> bool {
+    /// its answer, and whether the actor now holds unflushed writes it did
+    /// not hold before, so the caller can wake the thread to arm the flush
+    /// timer.
+    pub fn run_inline(
+        &mut self,
+        op: Op,
+        create_as: Option<Durability>,
+    ) -> (Result<OpOutput, EngineError>, bool) {
         let was_dirty = self.unflushed_since.is_some();
-        self.handle(msg);
+        let answer = match self.process(op, create_as) {
+            Outcome::Now(answer) => answer,
+            // Not reached (durable actors do not run inline), but answered
+            // correctly all the same: after the commit.
+            Outcome::AfterCommit(op, result) => {
+                let answer = Arc::new(Mutex::new(None));
+                let slot = answer.clone();
+                let reply: Reply = Box::new(move |result| *slot.lock() = Some(result));
+                self.pending.push(Pending {
+                    op,
+                    reply: Some(reply),
+                    result,
+                });
+                self.end_batch();
+                let answer = answer.lock().take();
+                return (
+                    answer.unwrap_or_else(|| {
+                        Err(EngineError::Internal("inline op was not answered".into()))
+                    }),
+                    false,
+                );
+            }
+        };
         // A due flush is an fsync: leave it to the actor's thread rather
         // than make this caller (an async worker, a JS thread) wait for it.
         if self.durability() == Durability::Buffered && self.flush_due() {
             // One wake-up is enough until the thread has flushed.
-            return !std::mem::replace(&mut self.flush_requested, true);
+            return (answer, !std::mem::replace(&mut self.flush_requested, true));
         }
         self.end_batch();
-        !was_dirty && self.unflushed_since.is_some()
+        (answer, !was_dirty && self.unflushed_since.is_some())
     }
 
     fn flush_if_due(&mut self) {
@@ -171,20 +213,33 @@ impl Actor {
             create_as,
             reply,
         } = msg;
+        match self.process(op, create_as) {
+            Outcome::Now(answer) => reply(answer),
+            Outcome::AfterCommit(op, result) => self.pending.push(Pending {
+                op,
+                reply: Some(reply),
+                result,
+            }),
+        }
+    }
+
+    /// Runs one op and says when to answer it; the caller holds the reply,
+    /// so an inline caller needs no boxed callback.
+    fn process(&mut self, op: Op, create_as: Option<Durability>) -> Outcome {
         match op {
             Op::Destroy => {
                 self.settle();
-                return reply(self.destroy());
+                return Outcome::Now(self.destroy());
             }
             Op::Export => {
                 self.settle();
-                return reply(self.export());
+                return Outcome::Now(self.export());
             }
             Op::Import { path } => {
                 self.settle();
                 let result = self.import(&path, create_as);
                 let _ = std::fs::remove_file(&path);
-                return reply(result);
+                return Outcome::Now(result);
             }
             _ => {}
         }
@@ -196,23 +251,18 @@ impl Actor {
                 Ok(true) => {}
                 Ok(false) => {
                     let absent = op.answer_when_absent();
-                    reply(absent.ok_or_else(|| {
+                    return Outcome::Now(absent.ok_or_else(|| {
                         EngineError::NotFound(format!("actor {} has no state", self.id))
                     }));
-                    return;
                 }
-                Err(err) => {
-                    reply(Err(err));
-                    return;
-                }
+                Err(err) => return Outcome::Now(Err(err)),
             }
         }
         let result = self.apply(&op);
         let Some(db) = self.db.as_mut() else {
-            reply(Err(EngineError::Internal(
+            return Outcome::Now(Err(EngineError::Internal(
                 "actor closed during an op".into(),
             )));
-            return;
         };
         if !db.in_transaction() && !self.pending.is_empty() {
             // SQLite dropped the whole transaction: re-apply the ops in it.
@@ -222,44 +272,34 @@ impl Actor {
             // A durable actor answers even a failure only after the batch
             // commits: a CAS mismatch may have seen an earlier op's
             // uncommitted write, which a crash before the commit undoes.
-            (Durability::Durable, Err(err)) => self.pending.push(Pending {
-                op,
-                reply: Some(reply),
-                result: Err(err),
-            }),
-            (_, Err(err)) => reply(Err(err)),
+            (Durability::Durable, result) => Outcome::AfterCommit(op, result),
+            (_, Err(err)) => Outcome::Now(Err(err)),
             (Durability::Buffered, Ok(output)) if matches!(op, Op::RateLimit { .. }) => {
                 // The limiter's memory is its log: it is written at flush,
                 // never replayed (a replay would spend the allowance twice).
-                reply(Ok(output));
                 if self.limiter.dirty_len() > 0 {
                     self.unflushed_since.get_or_insert_with(Instant::now);
                 }
+                Outcome::Now(Ok(output))
             }
             (Durability::Buffered, Ok(output)) => {
                 self.emit(&op, &output);
-                let answered = Ok(output.clone());
-                reply(Ok(output));
                 if op.writes() {
                     metrics::gauge!(telemetry::BUFFERED_OPS).increment(1.0);
                     metrics::gauge!(telemetry::BUFFERED_BYTES).increment(op.approx_bytes() as f64);
                     self.pending.push(Pending {
                         op,
                         reply: None,
-                        result: answered,
+                        result: Ok(output.clone()),
                     });
                     self.unflushed_since.get_or_insert_with(Instant::now);
                 }
+                Outcome::Now(Ok(output))
             }
             (Durability::Memory, Ok(output)) => {
                 self.emit(&op, &output);
-                reply(Ok(output))
+                Outcome::Now(Ok(output))
             }
-            (Durability::Durable, Ok(output)) => self.pending.push(Pending {
-                op,
-                reply: Some(reply),
-                result: Ok(output),
-            }),
         }
     }
 
@@ -283,6 +323,7 @@ impl Actor {
         })?;
         self.pinned
             .store(matches!(location, Location::Memory), Ordering::Release);
+        self.counters.clear();
         self.db = db;
         Ok(self.db.is_some())
     }
@@ -296,7 +337,20 @@ impl Actor {
         // Memory actors have nothing to sync: each op commits on its own
         // (SQL atomically, in its savepoint) and is answered at once.
         let durability = db.durability();
-        if durability != Durability::Memory && !db.in_transaction() {
+        if durability == Durability::Memory {
+            // Their counters live in memory; SQL may read the table, so it
+            // sees the current values first.
+            match op {
+                Op::CounterAdd { name, by } => {
+                    return self.counters.add(db, name, *by).map(OpOutput::Counter)
+                }
+                Op::CounterGet { name } => {
+                    return self.counters.get(db, name).map(OpOutput::Counter)
+                }
+                Op::Sql(_) => self.counters.write(db)?,
+                _ => {}
+            }
+        } else if !db.in_transaction() {
             db.begin()?;
         }
         if let Op::RateLimit {
@@ -490,6 +544,7 @@ impl Actor {
     fn destroy(&mut self) -> Result<OpOutput, EngineError> {
         let existed = self.db.is_some() || self.file.exists();
         self.limiter.clear();
+        self.counters.clear();
         if let Some(db) = self.db.take() {
             db.close();
         }
@@ -520,6 +575,7 @@ impl Actor {
             .db
             .as_mut()
             .ok_or_else(|| EngineError::Internal("actor is not open".into()))?;
+        self.counters.write(db)?;
         match db.vacuum_into(&path) {
             Ok(()) => Ok(OpOutput::File(path)),
             Err(err) => {
@@ -557,6 +613,7 @@ impl Actor {
             &self.inner.config.limits,
         )?;
         self.limiter.clear();
+        self.counters.clear();
         if let Some(db) = self.db.take() {
             db.close();
         }
@@ -584,6 +641,7 @@ impl Actor {
             tracing::error!(actor = %self.id, writes = self.pending.len(), "closing with unflushed buffered writes");
         }
         self.limiter.clear();
+        self.counters.clear();
         if let Some(db) = self.db.take() {
             db.close();
         }
@@ -616,5 +674,163 @@ fn clone_error(err: &EngineError) -> EngineError {
         EngineError::Io(m) => EngineError::Io(m.clone()),
         EngineError::TooLarge(m) => EngineError::TooLarge(m.clone()),
         other => EngineError::Internal(format!("commit failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::events::Frame;
+    use super::super::Engine;
+    use crate::actor_id::ActorId;
+    use crate::config::{Durability, EngineConfig};
+    use crate::error::EngineError;
+    use crate::store::sql::SqlRequest;
+    use futures::executor::block_on;
+    use libsql::Value;
+
+    fn memory_engine(dir: &tempfile::TempDir) -> Engine {
+        Engine::open(EngineConfig {
+            data_dir: dir.path().to_owned(),
+            durability: Durability::Memory,
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn counter_in_sql(engine: &Engine, id: &ActorId, name: &str) -> Value {
+        let request: SqlRequest = serde_json::from_value(serde_json::json!({
+            "sql": "SELECT value FROM _roost_counters WHERE name = ?1",
+            "params": [name],
+        }))
+        .unwrap();
+        let response = block_on(engine.sql(id, request, None)).unwrap();
+        response.results[0].rows[0][0].0.clone()
+    }
+
+    #[test]
+    fn sql_sees_memory_counters_right_after_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = memory_engine(&dir);
+        let id = ActorId::parse("room").unwrap();
+        for _ in 0..50 {
+            block_on(engine.counter_add(&id, "n".into(), 1, None)).unwrap();
+        }
+        block_on(engine.counter_add(&id, "m".into(), -7, None)).unwrap();
+        assert_eq!(counter_in_sql(&engine, &id, "n"), Value::Integer(50));
+        assert_eq!(counter_in_sql(&engine, &id, "m"), Value::Integer(-7));
+        block_on(engine.counter_add(&id, "n".into(), 3, None)).unwrap();
+        assert_eq!(counter_in_sql(&engine, &id, "n"), Value::Integer(53));
+        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 53);
+    }
+
+    #[test]
+    fn export_of_a_memory_actor_holds_its_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = memory_engine(&dir);
+        let id = ActorId::parse("room").unwrap();
+        for _ in 0..20 {
+            block_on(engine.counter_add(&id, "n".into(), 1, None)).unwrap();
+        }
+        let path = block_on(engine.export(&id)).unwrap();
+        let copy = crate::store::block_on(libsql::Builder::new_local(&path).build()).unwrap();
+        let conn = copy.connect().unwrap();
+        let mut rows = crate::store::block_on(
+            conn.query("SELECT value FROM _roost_counters WHERE name = 'n'", ()),
+        )
+        .unwrap();
+        let row = crate::store::block_on(rows.next()).unwrap().unwrap();
+        assert_eq!(row.get_value(0).unwrap(), Value::Integer(20));
+        drop(rows);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn memory_counter_overflow_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = memory_engine(&dir);
+        let id = ActorId::parse("room").unwrap();
+        block_on(engine.counter_add(&id, "n".into(), i64::MAX - 3, None)).unwrap();
+        block_on(engine.counter_add(&id, "n".into(), 1, None)).unwrap();
+        let refused = block_on(engine.counter_add(&id, "n".into(), 5, None));
+        assert!(
+            matches!(refused, Err(EngineError::InvalidRequest(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            block_on(engine.counter_get(&id, "n".into())).unwrap(),
+            i64::MAX - 2
+        );
+        assert_eq!(
+            counter_in_sql(&engine, &id, "n"),
+            Value::Integer(i64::MAX - 2)
+        );
+    }
+
+    #[test]
+    fn memory_counter_changes_are_published_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = memory_engine(&dir);
+        let id = ActorId::parse("room").unwrap();
+        let mut live = engine.events().hub(&id).subscribe();
+        for _ in 0..3 {
+            block_on(engine.counter_add(&id, "n".into(), 2, None)).unwrap();
+        }
+        let values: Vec<i64> = (0..3)
+            .map(|_| match live.try_recv().unwrap() {
+                Frame::Change { json, .. } => {
+                    let event: serde_json::Value = serde_json::from_str(&json).unwrap();
+                    assert_eq!(event["type"], "counter");
+                    event["value"].as_i64().unwrap()
+                }
+                other => panic!("unexpected frame {other:?}"),
+            })
+            .collect();
+        assert_eq!(values, [2, 4, 6]);
+    }
+
+    #[test]
+    fn a_full_memory_actor_refuses_new_counters_and_keeps_counting_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig {
+            data_dir: dir.path().to_owned(),
+            durability: Durability::Memory,
+            ..EngineConfig::default()
+        };
+        config.limits.max_actor_bytes = 64 << 10;
+        let engine = Engine::open(config).unwrap();
+        let id = ActorId::parse("room").unwrap();
+        block_on(engine.counter_add(&id, "old".into(), 2, None)).unwrap();
+        let long_name = |i: usize| format!("{i:04}{}", "x".repeat(1000));
+        let refused = (0..200)
+            .map(|i| (i, block_on(engine.counter_add(&id, long_name(i), 1, None))))
+            .find(|(_, added)| added.is_err());
+        let Some((i, Err(EngineError::InsufficientStorage(_)))) = refused else {
+            panic!("the database never filled up: {refused:?}");
+        };
+        assert_eq!(block_on(engine.counter_get(&id, long_name(i))).unwrap(), 0);
+        for _ in 0..10 {
+            block_on(engine.counter_add(&id, "old".into(), 1, None)).unwrap();
+        }
+        assert_eq!(counter_in_sql(&engine, &id, "old"), Value::Integer(12));
+        assert_eq!(
+            counter_in_sql(&engine, &id, &long_name(0)),
+            Value::Integer(1)
+        );
+    }
+
+    #[test]
+    fn destroying_a_memory_actor_forgets_its_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = memory_engine(&dir);
+        let id = ActorId::parse("room").unwrap();
+        for _ in 0..5 {
+            block_on(engine.counter_add(&id, "n".into(), 1, None)).unwrap();
+        }
+        assert!(block_on(engine.destroy(&id)).unwrap());
+        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 0);
+        assert_eq!(
+            block_on(engine.counter_add(&id, "n".into(), 1, None)).unwrap(),
+            1
+        );
     }
 }

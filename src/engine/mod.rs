@@ -327,21 +327,13 @@ impl Engine {
         if let Err(err) = op.validate(&self.inner.config.limits) {
             return Ok(Err(err));
         }
-        let answer = Arc::new(Mutex::new(None));
-        let slot = answer.clone();
-        let now_dirty = actor.run_inline(Msg {
-            op,
-            create_as,
-            reply: Box::new(move |result| *slot.lock() = Some(result)),
-        });
+        let (answer, now_dirty) = actor.run_inline(op, create_as);
         drop(actor);
         if now_dirty {
             // The thread may be asleep without a deadline: let it arm the flush timer.
             let _ = tx.send(Mail::Wake);
         }
-        let answer = answer.lock().take();
-        Ok(answer
-            .unwrap_or_else(|| Err(EngineError::Internal("inline op was not answered".into()))))
+        Ok(answer)
     }
 
     /// Describes a stored (or in-memory) actor without opening it.

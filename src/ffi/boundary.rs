@@ -222,6 +222,11 @@ pub fn may_block() -> Result<(), Failure> {
     }
 }
 
+thread_local! {
+    /// This thread's idle [`Signal`], for [`wait`].
+    static SIGNAL: Cell<Option<Arc<Signal>>> = const { Cell::new(None) };
+}
+
 /// How long a caller keeps yielding before it sleeps until woken. Most
 /// in-memory ops answer within a few microseconds, less than a sleep and a
 /// wake-up cost the two threads.
@@ -252,10 +257,26 @@ impl Wake for Signal {
 /// idle machine `yield_now` returns at once and costs about as little as a
 /// spin.
 pub fn wait<F: Future>(future: F) -> F::Output {
-    let signal = Arc::new(Signal {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    });
+    // The thread's signal is reused (most calls answer inline, so setting
+    // one up would be a large share of their cost); it is taken out while
+    // in use so that a nested wait gets its own.
+    let signal = SIGNAL
+        .try_with(Cell::take)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            Arc::new(Signal {
+                thread: thread::current(),
+                woken: AtomicBool::new(false),
+            })
+        });
+    signal.woken.store(false, Ordering::Relaxed);
+    let output = drive(future, &signal);
+    let _ = SIGNAL.try_with(|slot| slot.set(Some(signal)));
+    output
+}
+
+fn drive<F: Future>(future: F, signal: &Arc<Signal>) -> F::Output {
     let waker = Waker::from(signal.clone());
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);

@@ -1,19 +1,35 @@
 //! Counters over the reserved `_roost_counters` table. Overflow is an
-//! error (a CHECK constraint), never SQLite's silent switch to floating point.
+//! error (a CHECK constraint, or a checked add in memory), never SQLite's
+//! silent switch to floating point.
+//!
+//! [`CounterCache`] keeps a `memory` actor's counters in memory: adds and
+//! gets are answered from a map, and changed values are written to the
+//! table before anything can read it (user SQL, export). User SQL cannot
+//! write `_roost_*` (the authorizer), so the map and the table never
+//! disagree about a value anyone can see.
 
 use super::{as_i64, ActorDb};
 use crate::error::EngineError;
 use libsql::Value;
+use std::collections::HashMap;
+
+/// Counters held in memory before clean ones are dropped.
+const MAX_CACHED: usize = 4096;
 
 impl ActorDb {
     pub fn counter_get(&mut self, name: &str) -> Result<i64, EngineError> {
+        self.counter_load(name).map(Option::unwrap_or_default)
+    }
+
+    /// The stored value, or `None` when the counter has no row.
+    fn counter_load(&mut self, name: &str) -> Result<Option<i64>, EngineError> {
         let row = self.query_row(
             "SELECT value FROM _roost_counters WHERE name = ?1",
             [Value::Text(name.to_owned())],
         )?;
         match row.as_deref() {
-            Some([value]) => as_i64(value),
-            _ => Ok(0),
+            Some([value]) => as_i64(value).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -27,11 +43,7 @@ impl ActorDb {
                 vec![Value::Text(name.to_owned()), Value::Integer(by)],
             )
             .map_err(|err| match err {
-                EngineError::Sql(msg) if msg.contains("CHECK constraint failed") => {
-                    EngineError::InvalidRequest(format!(
-                        "counter {name:?} would overflow a signed 64-bit value"
-                    ))
-                }
+                EngineError::Sql(msg) if msg.contains("CHECK constraint failed") => overflow(name),
                 other => other,
             })?;
         match row.as_deref() {
@@ -40,5 +52,213 @@ impl ActorDb {
                 "counter upsert returned no row".into(),
             )),
         }
+    }
+
+    /// Stores the counter's value, creating its row if needed.
+    fn counter_set(&mut self, name: &str, value: i64) -> Result<(), EngineError> {
+        self.exec(
+            "INSERT INTO _roost_counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            vec![Value::Text(name.to_owned()), Value::Integer(value)],
+        )
+        .map(drop)
+    }
+}
+
+fn overflow(name: &str) -> EngineError {
+    EngineError::InvalidRequest(format!(
+        "counter {name:?} would overflow a signed 64-bit value"
+    ))
+}
+
+struct Cached {
+    value: i64,
+    /// The value in the table; `None` when the counter has no row.
+    stored: Option<i64>,
+}
+
+impl Cached {
+    /// A counter without a row is never dirty: its first add writes one.
+    fn dirty(&self) -> bool {
+        self.stored.is_some_and(|stored| stored != self.value)
+    }
+}
+
+/// A write-back cache of one actor's counters (see the module docs).
+#[derive(Default)]
+pub struct CounterCache {
+    entries: HashMap<String, Cached>,
+    /// Entries whose value is not yet in the table.
+    dirty: usize,
+}
+
+impl CounterCache {
+    /// Adds `by` to the counter; returns the new value.
+    ///
+    /// A write that could need a new page (a new row, or a value whose
+    /// record grows) goes to the table at once, so a full database refuses
+    /// the add itself, as it would without the cache; later writes of the
+    /// value only rewrite a record of the same size.
+    pub fn add(&mut self, db: &mut ActorDb, name: &str, by: i64) -> Result<i64, EngineError> {
+        let entry = self.entry(db, name)?;
+        let value = entry.value.checked_add(by).ok_or_else(|| overflow(name))?;
+        let was_dirty = entry.dirty();
+        let grows = entry
+            .stored
+            .is_none_or(|stored| record_bytes(value) > record_bytes(stored));
+        if grows {
+            db.counter_set(name, value)?;
+            entry.stored = Some(value);
+        }
+        entry.value = value;
+        match (was_dirty, entry.dirty()) {
+            (false, true) => self.dirty += 1,
+            (true, false) => self.dirty -= 1,
+            _ => {}
+        }
+        Ok(value)
+    }
+
+    /// The counter's value (0 if it was never set).
+    pub fn get(&mut self, db: &mut ActorDb, name: &str) -> Result<i64, EngineError> {
+        self.entry(db, name).map(|entry| entry.value)
+    }
+
+    /// Writes every changed value to the table.
+    pub fn write(&mut self, db: &mut ActorDb) -> Result<(), EngineError> {
+        if self.dirty == 0 {
+            return Ok(());
+        }
+        for (name, entry) in &mut self.entries {
+            if entry.dirty() {
+                db.counter_set(name, entry.value)?;
+                entry.stored = Some(entry.value);
+                self.dirty -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets everything (the database was closed, replaced or destroyed).
+    pub fn clear(&mut self) {
+        *self = CounterCache::default();
+    }
+
+    fn entry(&mut self, db: &mut ActorDb, name: &str) -> Result<&mut Cached, EngineError> {
+        // Two lookups on a miss keep the hit path free of a key allocation.
+        if !self.entries.contains_key(name) {
+            if self.entries.len() >= MAX_CACHED {
+                self.write(db)?;
+                self.entries.clear();
+            }
+            let stored = db.counter_load(name)?;
+            let cached = Cached {
+                value: stored.unwrap_or_default(),
+                stored,
+            };
+            self.entries.insert(name.to_owned(), cached);
+        }
+        self.entries
+            .get_mut(name)
+            .ok_or_else(|| EngineError::Internal("counter cache lost an entry".into()))
+    }
+}
+
+/// Bytes SQLite spends on an integer in a record (0 and 1 take none).
+fn record_bytes(value: i64) -> u8 {
+    match value {
+        0 | 1 => 0,
+        -128..=127 => 1,
+        -32_768..=32_767 => 2,
+        -8_388_608..=8_388_607 => 3,
+        -2_147_483_648..=2_147_483_647 => 4,
+        -140_737_488_355_328..=140_737_488_355_327 => 6,
+        _ => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Durability, Limits};
+    use crate::store::Location;
+
+    fn memory_db() -> ActorDb {
+        ActorDb::open(
+            &Location::Memory,
+            "counters-test",
+            Some(Durability::Memory),
+            &Limits::default(),
+            crate::engine::watchdog::QuerySlot::detached,
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn cached_adds_reach_the_table_when_written() {
+        let mut db = memory_db();
+        let mut cache = CounterCache::default();
+        for _ in 0..10 {
+            cache.add(&mut db, "n", 1).unwrap();
+        }
+        assert_eq!(cache.get(&mut db, "n").unwrap(), 10);
+        cache.write(&mut db).unwrap();
+        assert_eq!(db.counter_get("n").unwrap(), 10);
+        assert_eq!(cache.dirty, 0);
+    }
+
+    #[test]
+    fn new_counters_and_growing_values_are_written_at_once() {
+        let mut db = memory_db();
+        let mut cache = CounterCache::default();
+        cache.add(&mut db, "n", 0).unwrap();
+        assert_eq!(db.counter_load("n").unwrap(), Some(0));
+        cache.add(&mut db, "n", 200).unwrap();
+        assert_eq!(db.counter_load("n").unwrap(), Some(200));
+        cache.add(&mut db, "n", 1).unwrap();
+        assert_eq!(
+            db.counter_load("n").unwrap(),
+            Some(200),
+            "same size: deferred"
+        );
+        assert_eq!(cache.dirty, 1);
+    }
+
+    #[test]
+    fn overflow_is_refused_and_changes_nothing() {
+        let mut db = memory_db();
+        let mut cache = CounterCache::default();
+        cache.add(&mut db, "n", i64::MAX - 1).unwrap();
+        let err = cache.add(&mut db, "n", 2).unwrap_err();
+        assert!(matches!(err, EngineError::InvalidRequest(_)), "{err:?}");
+        assert_eq!(cache.get(&mut db, "n").unwrap(), i64::MAX - 1);
+        assert!(cache.add(&mut db, "n", i64::MIN).is_ok());
+    }
+
+    #[test]
+    fn the_table_matches_the_cache_after_any_mix_of_adds() {
+        let mut db = memory_db();
+        let mut cache = CounterCache::default();
+        let deltas = [1, -1, 0, 126, 1 << 20, -(1 << 33), 7, i64::MAX / 2, -3];
+        for (i, by) in deltas.iter().cycle().take(200).enumerate() {
+            let name = format!("c{}", i % 5);
+            let _ = cache.add(&mut db, &name, *by);
+            let dirty = cache.entries.values().filter(|e| e.dirty()).count();
+            assert_eq!(cache.dirty, dirty);
+        }
+        cache.write(&mut db).unwrap();
+        for (name, entry) in &cache.entries {
+            assert_eq!(db.counter_get(name).unwrap(), entry.value, "{name}");
+        }
+    }
+
+    #[test]
+    fn record_sizes_match_sqlite_serial_types() {
+        assert_eq!(record_bytes(1), 0);
+        assert_eq!(record_bytes(2), 1);
+        assert_eq!(record_bytes(-129), 2);
+        assert_eq!(record_bytes(i64::MAX), 8);
+        assert_eq!(record_bytes(1 << 40), 6);
     }
 }
