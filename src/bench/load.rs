@@ -81,6 +81,28 @@ impl Load {
     }
 }
 
+/// When a scenario's clients warm up and are measured.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    warm_up: Duration,
+    measure: Duration,
+    measure_from: Instant,
+}
+
+impl Window {
+    fn starting_now(warm_up: Duration, measure: Duration) -> Self {
+        Window {
+            warm_up,
+            measure,
+            measure_from: Instant::now() + warm_up,
+        }
+    }
+
+    fn until(&self) -> Instant {
+        self.measure_from + self.measure
+    }
+}
+
 /// One client's share of a [`Load`].
 #[derive(Default)]
 struct ClientLoad {
@@ -100,21 +122,20 @@ impl ClientLoad {
         outcome: Result<Answer, String>,
         started: Instant,
         finished: Instant,
-        measure: Duration,
-        measure_from: Instant,
+        window: Window,
     ) {
         match outcome {
             Ok(answer) => {
                 self.total_ok += 1;
-                if started < measure_from {
+                if started < window.measure_from {
                     self.warm_up_answers += 1;
                     return;
                 }
                 if self.nanos.capacity() == 0 {
                     // Growing by doubling would copy (and fault in fresh
                     // pages) while the other clients are being measured.
-                    let expected =
-                        self.warm_up_answers as f64 * measure.as_secs_f64() / WARM_UP.as_secs_f64();
+                    let expected = self.warm_up_answers as f64 * window.measure.as_secs_f64()
+                        / window.warm_up.as_secs_f64().max(1e-3);
                     self.nanos.reserve((expected * 1.25).min(1e8) as usize);
                 }
                 self.nanos.push(duration_nanos(finished - started));
@@ -211,19 +232,18 @@ pub(super) async fn drive<C: Caller>(
 ) -> anyhow::Result<Load> {
     ensure!(!callers.is_empty(), "no clients");
     let cpu_before = CpuSample::with_helpers(helpers);
-    let measure_from = Instant::now() + WARM_UP;
-    let until = measure_from + measure;
+    let window = Window::starting_now(WARM_UP, measure);
     let mut tasks = JoinSet::new();
     for mut caller in callers {
         tasks.spawn(async move {
             let mut load = ClientLoad::default();
             for k in 0usize.. {
                 let started = Instant::now();
-                if started >= until {
+                if started >= window.until() {
                     break;
                 }
                 let outcome = caller.call(k).await;
-                load.record(outcome, started, Instant::now(), measure, measure_from);
+                load.record(outcome, started, Instant::now(), window);
             }
             load
         });
@@ -232,7 +252,7 @@ pub(super) async fn drive<C: Caller>(
     while let Some(task) = tasks.join_next().await {
         clients.push(task.context("a load task panicked")?);
     }
-    Ok(Load::gather(clients, measure_from, cpu_before))
+    Ok(Load::gather(clients, window.measure_from, cpu_before))
 }
 
 /// Runs `threads` OS threads, each looping `call(thread, k)` for the
@@ -241,10 +261,23 @@ pub(super) fn drive_threads<F>(threads: usize, measure: Duration, call: F) -> an
 where
     F: Fn(usize, usize) -> Result<Answer, String> + Sync,
 {
+    drive_threads_after(threads, WARM_UP, measure, call)
+}
+
+/// [`drive_threads`] with a warm-up of its own: suites of many short
+/// in-process rows warm up for less than the HTTP suites' second.
+pub(super) fn drive_threads_after<F>(
+    threads: usize,
+    warm_up: Duration,
+    measure: Duration,
+    call: F,
+) -> anyhow::Result<Load>
+where
+    F: Fn(usize, usize) -> Result<Answer, String> + Sync,
+{
     ensure!(threads > 0, "no clients");
     let cpu_before = CpuSample::now();
-    let measure_from = Instant::now() + WARM_UP;
-    let until = measure_from + measure;
+    let window = Window::starting_now(warm_up, measure);
     let call = &call;
     let clients = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -253,11 +286,11 @@ where
                     let mut load = ClientLoad::default();
                     for k in 0usize.. {
                         let started = Instant::now();
-                        if started >= until {
+                        if started >= window.until() {
                             break;
                         }
                         let outcome = call(thread, k);
-                        load.record(outcome, started, Instant::now(), measure, measure_from);
+                        load.record(outcome, started, Instant::now(), window);
                     }
                     load
                 })
@@ -272,7 +305,7 @@ where
             })
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
-    Ok(Load::gather(clients, measure_from, cpu_before))
+    Ok(Load::gather(clients, window.measure_from, cpu_before))
 }
 
 /// Sorted latencies in nanoseconds.

@@ -3,18 +3,23 @@
 //!
 //! Every HTTP scenario is a server on `127.0.0.1:0` driven by an in-process
 //! load generator ([`load`]): clients that each keep one connection and
-//! loop requests for a measured window after a 1 s warm-up. Two suites:
-//! [`counters`] (counter increments against a bare axum handler and a naive
-//! SQLite handler, then opening cold actors) and [`ratelimit`] (rate-limit
-//! decisions against a bare axum handler and Redis INCR + PEXPIRE).
+//! loop requests for a measured window after a 1 s warm-up. Suites include
+//! [`counters`] (counter increments against a bare axum handler, a naive
+//! SQLite handler and Redis, then opening cold actors), [`group_commit`] and
+//! [`engine`] (in process, against hand-written libSQL) and [`ratelimit`]
+//! (rate-limit decisions against a bare axum handler and Redis INCR + PEXPIRE).
 
 mod cold_open;
 mod counters;
+mod engine;
 mod fixture;
+mod group_commit;
 mod load;
 mod ratelimit;
 mod realtime;
+mod redis;
 mod report;
+mod scale;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -32,12 +37,13 @@ pub struct BenchArgs {
     /// Which scenarios to run (all by default, so `--quick` smoke-tests both).
     #[arg(long, value_enum, default_value_t = Suite::All)]
     pub suite: Suite,
-    /// Short run: 3 s per counter scenario and 500 cold actors, 2 s per
-    /// rate-limit scenario.
+    /// Short run: 3 s per counter scenario and 500 cold actors, 1 s per
+    /// group-commit row, 0.3 s per engine row, 2 s per rate-limit scenario.
     #[arg(long)]
     pub quick: bool,
     /// Measured seconds per scenario, after a 1 s warm-up [default: 10, or
-    /// 3 (counters) and 2 (ratelimit) with --quick].
+    /// 3 (counters) and 2 (ratelimit) with --quick; engine rows: 2 s after
+    /// 0.5 s, or 0.3 s after 0.2 s with --quick].
     #[arg(long)]
     pub seconds: Option<u64>,
     /// Concurrent clients of the counter scenarios, each with its own
@@ -45,7 +51,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// Redis to compare rate limiting with [default: a redis-server from
-    /// PATH, started on a free loopback port and stopped afterwards].
+    /// PATH, started on a free loopback port and stopped afterwards]. The
+    /// counter suite always starts its own, to choose its persistence.
     #[arg(long)]
     pub redis_url: Option<String>,
     /// Markdown file the dated report is appended to.
@@ -54,6 +61,14 @@ pub struct BenchArgs {
     /// Print the report without appending it to `--out`.
     #[arg(long)]
     pub no_write: bool,
+    /// Actors the scale suite creates [default: 20,000, or 1,000 with
+    /// --quick; the scenario is 1,000,000].
+    #[arg(long)]
+    pub scale_actors: Option<usize>,
+    /// Most actors the scale suite keeps open during random access
+    /// [default: 5,000, or 250 with --quick].
+    #[arg(long)]
+    pub scale_open: Option<usize>,
 }
 
 /// A set of scenarios with its own report section.
@@ -61,10 +76,19 @@ pub struct BenchArgs {
 pub enum Suite {
     /// Counter increments over HTTP at each durability, and cold opens.
     Counters,
+    /// Durable increments in process from 1 and 64 writers, against an
+    /// fsync per write.
+    GroupCommit,
+    /// Each engine operation in process at each durability, against
+    /// hand-written libSQL.
+    Engine,
     /// Rate-limit decisions over HTTP and in process, against Redis.
     Ratelimit,
     /// WebSocket fan-out through actor rooms, against a bare broadcast relay.
     Realtime,
+    /// Many tiny actors: creation, disk and memory per actor, random
+    /// access through the bounded cache, WAL sizes.
+    Scale,
     /// Every suite, in this order.
     All,
 }
@@ -73,9 +97,19 @@ impl Suite {
     fn parts(self) -> &'static [Part] {
         match self {
             Suite::Counters => &[Part::Counters],
+            Suite::GroupCommit => &[Part::GroupCommit],
+            Suite::Engine => &[Part::Engine],
             Suite::Ratelimit => &[Part::Ratelimit],
             Suite::Realtime => &[Part::Realtime],
-            Suite::All => &[Part::Counters, Part::Ratelimit, Part::Realtime],
+            Suite::Scale => &[Part::Scale],
+            Suite::All => &[
+                Part::Counters,
+                Part::GroupCommit,
+                Part::Engine,
+                Part::Ratelimit,
+                Part::Realtime,
+                Part::Scale,
+            ],
         }
     }
 }
@@ -84,8 +118,11 @@ impl Suite {
 #[derive(Debug, Clone, Copy)]
 enum Part {
     Counters,
+    GroupCommit,
+    Engine,
     Ratelimit,
     Realtime,
+    Scale,
 }
 
 /// A suite's rendered report and, if part of it failed after the rest was
@@ -102,16 +139,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for part in parts {
         match part {
             Part::Counters => counters::check_args(&args)?,
+            Part::GroupCommit => group_commit::check_args(&args)?,
+            Part::Engine => engine::check_args(&args)?,
             Part::Ratelimit => ratelimit::check_args(&args)?,
             Part::Realtime => realtime::check_args(&args)?,
+            Part::Scale => scale::check_args(&args)?,
         }
     }
     let mut failures = Vec::new();
     for part in parts {
         let finished = match part {
             Part::Counters => counters::run(&args).await,
+            Part::GroupCommit => group_commit::run(&args).await,
+            Part::Engine => engine::run(&args).await,
             Part::Ratelimit => ratelimit::run(&args).await,
             Part::Realtime => realtime::run(&args).await,
+            Part::Scale => scale::run(&args).await,
         };
         match finished {
             Ok(finished) => {

@@ -42,6 +42,30 @@ pub(super) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// Whether a stored count equals the number of acknowledged increments
+/// (warm-up included): a lost or doubled write shows as a mismatch.
+pub(super) struct CountCheck {
+    pub(super) stored: i64,
+    pub(super) acknowledged: u64,
+}
+
+impl CountCheck {
+    pub(super) fn matched(&self) -> bool {
+        u64::try_from(self.stored).is_ok_and(|stored| stored == self.acknowledged)
+    }
+
+    /// `matches (N)`, or the mismatch in bold.
+    pub(super) fn render(&self) -> String {
+        match self.matched() {
+            true => format!("matches ({})", thousands(self.acknowledged)),
+            false => format!(
+                "**MISMATCH**: {} stored, {} acknowledged",
+                self.stored, self.acknowledged
+            ),
+        }
+    }
+}
+
 /// `1234567` → `1,234,567`.
 pub(super) fn thousands(n: u64) -> String {
     let digits = n.to_string();

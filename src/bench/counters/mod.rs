@@ -1,22 +1,35 @@
 //! The counter suite: one counter incremented over HTTP by roost at each
-//! durability, against a bare axum handler (the HTTP ceiling) and a naive
+//! durability, against a bare axum handler (the HTTP ceiling), a naive
 //! SQLite handler that fsyncs once per request (what group commit is
-//! measured against), then the in-process cold-open scenario.
+//! measured against) and Redis `INCR` with and without an fsync per write,
+//! then the in-process cold-open scenario.
 
 mod report;
 mod scenarios;
+mod targets;
 
 use anyhow::{ensure, Context};
 use std::time::Duration;
 
 use super::cold_open::cold_open;
 use super::load::Load;
+use super::redis::Persistence;
+use super::report::CountCheck;
 use super::{progress, BenchArgs, Finished};
 use crate::Durability;
 use report::Report;
 
 /// Actors in the many-actor scenario.
-const SPREAD_ACTORS: usize = 100;
+const SPREAD_ACTORS: usize = 1_000;
+/// Names of the rows the ratios and targets divide by.
+const BARE_AXUM: &str = "bare axum";
+const NAIVE_SQLITE: &str = "naive sqlite";
+const REDIS_PLAIN: &str = "Redis INCR, no persistence";
+const REDIS_FSYNC: &str = "Redis INCR, appendfsync always";
+const DURABLE_ONE: &str = "roost durable, 1 actor";
+const BUFFERED_ONE: &str = "roost buffered, 1 actor";
+const DURABLE_SPREAD: &str = "roost durable, 1,000 actors";
+const MEMORY_ONE: &str = "roost memory, 1 actor";
 
 /// The settings one run uses, resolved from the flags.
 #[derive(Debug, Clone, Copy)]
@@ -50,27 +63,33 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
     let started = super::report::utc_now();
     let mut rows = Vec::new();
 
-    progress("bare axum");
+    progress(BARE_AXUM);
     rows.push(
         scenarios::bare_axum(plan)
             .await
             .context("bare axum scenario")?,
     );
-    progress("naive sqlite");
+    progress(NAIVE_SQLITE);
     rows.push(
         scenarios::naive_sqlite(plan)
             .await
             .context("naive sqlite scenario")?,
     );
+    let mut redis_version = None;
+    for (name, persistence) in [
+        (REDIS_PLAIN, Persistence::None),
+        (REDIS_FSYNC, Persistence::FsyncAlways),
+    ] {
+        progress(name);
+        let (row, version) = scenarios::redis_incr(name, persistence, plan).await;
+        rows.push(row);
+        redis_version = redis_version.or(version);
+    }
     for (name, durability, actors) in [
-        ("roost durable, 1 actor", Durability::Durable, 1),
-        ("roost buffered, 1 actor", Durability::Buffered, 1),
-        (
-            "roost durable, 100 actors",
-            Durability::Durable,
-            SPREAD_ACTORS,
-        ),
-        ("roost memory, 1 actor", Durability::Memory, 1),
+        (DURABLE_ONE, Durability::Durable, 1),
+        (BUFFERED_ONE, Durability::Buffered, 1),
+        (DURABLE_SPREAD, Durability::Durable, SPREAD_ACTORS),
+        (MEMORY_ONE, Durability::Memory, 1),
     ] {
         progress(name);
         rows.push(
@@ -91,35 +110,53 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
         started,
         plan,
         rows,
+        redis_version,
         cold,
     };
-    let failure = match &report.cold {
-        Ok(_) => None,
-        Err(err) => Some(anyhow::anyhow!("cold open scenario failed: {err}")),
-    };
+    // Failed rows are reported rather than fatal, so the other numbers survive.
+    let failure = report
+        .rows
+        .iter()
+        .find_map(|row| match &row.outcome {
+            Outcome::Failed(err) => Some(anyhow::anyhow!("{} failed: {err}", row.name)),
+            _ => None,
+        })
+        .or_else(|| match &report.cold {
+            Ok(_) => None,
+            Err(err) => Some(anyhow::anyhow!("cold open scenario failed: {err}")),
+        });
     Ok(Finished {
         report: report.render(),
         failure,
     })
 }
 
-/// One measured HTTP scenario.
+/// One row of the HTTP table.
 struct Row {
     name: &'static str,
-    load: Load,
-    /// Whether the stored count equals the number of acknowledged requests.
-    check: CountCheck,
+    outcome: Outcome,
     /// Compared with the naive SQLite baseline (durable roost rows).
     against_naive: bool,
 }
 
-struct CountCheck {
-    stored: i64,
-    acknowledged: u64,
+/// What became of one row.
+enum Outcome {
+    Measured(Measured),
+    /// Not run, and why (Redis is not installed).
+    Skipped(&'static str),
+    /// Run, and failed: the suite fails too, after the other rows.
+    Failed(String),
 }
 
-impl CountCheck {
-    fn matched(&self) -> bool {
-        u64::try_from(self.stored).is_ok_and(|stored| stored == self.acknowledged)
+/// A row that ran: its load and the stored count check.
+struct Measured {
+    load: Load,
+    check: CountCheck,
+}
+
+impl Measured {
+    /// Clean: no failed request and the stored count matches.
+    fn clean(&self) -> bool {
+        self.load.errors == 0 && self.check.matched()
     }
 }

@@ -1,5 +1,6 @@
-//! The counter suite's HTTP scenarios: `POST` one increment per request
-//! and compare the stored total with the acknowledged increments.
+//! The counter suite's network scenarios: one increment per request (an
+//! HTTP `POST`, or a Redis `INCR`), and the stored total compared with the
+//! acknowledged increments.
 
 use anyhow::{anyhow, ensure, Context};
 use axum::extract::{Path as UrlPath, State};
@@ -10,9 +11,11 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{CountCheck, Plan, Row};
+use super::{Measured, Outcome, Plan, Row, BARE_AXUM, NAIVE_SQLITE};
 use crate::bench::fixture::{RoostServer, ScratchDir, Server};
-use crate::bench::load::{drive, http_client, Load, Poster};
+use crate::bench::load::{drive, http_client, Answer, Caller, Load, Poster};
+use crate::bench::redis::{fresh_prefix, Persistence, Redis};
+use crate::bench::report::CountCheck;
 use crate::Durability;
 
 /// `plan.clients` tasks `POST`ing without a body over `targets`.
@@ -44,15 +47,7 @@ pub(super) async fn bare_axum(plan: Plan) -> anyhow::Result<Row> {
     let load = post_load(&http_client(plan.clients)?, &targets, plan).await?;
     server.stop().await;
     let stored = counts.lock().values().sum();
-    Ok(Row {
-        name: "bare axum",
-        check: CountCheck {
-            stored,
-            acknowledged: load.total_ok,
-        },
-        load,
-        against_naive: false,
-    })
+    Ok(measured(BARE_AXUM, load, stored, false))
 }
 
 /// One libSQL connection behind a mutex: every request is its own
@@ -130,15 +125,7 @@ pub(super) async fn naive_sqlite(plan: Plan) -> anyhow::Result<Row> {
     })
     .await??;
     drop(database);
-    Ok(Row {
-        name: "naive sqlite",
-        check: CountCheck {
-            stored,
-            acknowledged: load.total_ok,
-        },
-        load,
-        against_naive: false,
-    })
+    Ok(measured(NAIVE_SQLITE, load, stored, false))
 }
 
 /// A real roost server over a fresh data dir, incrementing one counter per
@@ -165,15 +152,88 @@ pub(super) async fn roost(
     }
     drop(client);
     roost.stop().await?;
-    Ok(Row {
+    Ok(measured(
         name,
-        check: CountCheck {
-            stored,
-            acknowledged: load.total_ok,
-        },
         load,
-        against_naive: durability == Durability::Durable,
-    })
+        stored,
+        durability == Durability::Durable,
+    ))
+}
+
+/// A row that ran, with its stored count.
+fn measured(name: &'static str, load: Load, stored: i64, against_naive: bool) -> Row {
+    let check = CountCheck {
+        stored,
+        acknowledged: load.total_ok,
+    };
+    Row {
+        name,
+        outcome: Outcome::Measured(Measured { load, check }),
+        against_naive,
+    }
+}
+
+/// `INCR` of one key over one connection per client, on a redis-server
+/// this row starts with `persistence` and stops afterwards; the row and,
+/// when a server ran, its version.
+pub(super) async fn redis_incr(
+    name: &'static str,
+    persistence: Persistence,
+    plan: Plan,
+) -> (Row, Option<String>) {
+    let row = |outcome| Row {
+        name,
+        outcome,
+        against_naive: false,
+    };
+    let redis = match Redis::start(persistence).await {
+        Ok(Some(redis)) => redis,
+        Ok(None) => return (row(Outcome::Skipped("redis-server not installed")), None),
+        Err(err) => return (row(Outcome::Failed(format!("{err:#}"))), None),
+    };
+    let version = redis.version().await;
+    let result = async {
+        let key: Arc<str> = format!("{}hits", fresh_prefix()).into();
+        let mut callers = Vec::with_capacity(plan.clients);
+        for _ in 0..plan.clients {
+            callers.push(Incr {
+                conn: redis.connection().await?,
+                key: key.clone(),
+            });
+        }
+        let load = drive(callers, plan.measure, &redis.helpers()).await?;
+        let mut conn = redis.connection().await?;
+        let stored: Option<i64> = ::redis::cmd("GET")
+            .arg(&*key)
+            .query_async(&mut conn)
+            .await
+            .context("reading the count back")?;
+        Ok::<_, anyhow::Error>((load, stored.unwrap_or(0)))
+    }
+    .await;
+    // Stops the server (and removes its directory) before the next row.
+    drop(redis);
+    match result {
+        Ok((load, stored)) => (measured(name, load, stored, false), version),
+        Err(err) => (row(Outcome::Failed(format!("{err:#}"))), version),
+    }
+}
+
+/// One Redis client: `INCR` of the row's key.
+struct Incr {
+    conn: ::redis::aio::MultiplexedConnection,
+    key: Arc<str>,
+}
+
+impl Caller for Incr {
+    async fn call(&mut self, _k: usize) -> Result<Answer, String> {
+        ::redis::cmd("INCR")
+            .arg(&*self.key)
+            .query_async::<i64>(&mut self.conn)
+            .await
+            .map(|_| Answer::Done)
+            .map_err(|err| err.to_string())
+    }
 }
 
 /// `GET` of a roost counter: `{"value": n}`.

@@ -4,7 +4,6 @@
 //! roost's `POST /v1/ratelimit/{key}`, Redis INCR + PEXPIRE NX (the pattern
 //! roost replaces) and roost's `Engine::ratelimit` called in process.
 
-mod redis;
 mod report;
 mod scenarios;
 
@@ -13,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::load::Load;
+use super::redis::Redis;
 use super::{progress, BenchArgs, Finished};
 use crate::limiter::Policy;
 use report::Report;
@@ -120,7 +120,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
     let plan = Plan::from_args(args)?;
     let started = super::report::utc_now();
     let keys = keys();
-    let redis = redis::Redis::find(args.redis_url.as_deref()).await;
+    let redis = Redis::find(args.redis_url.as_deref()).await;
     let mut rows = Vec::new();
     for clients in CLIENT_COUNTS {
         for scenario in Scenario::ALL {
@@ -131,7 +131,9 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
                     scenarios::roost_http(&keys, clients, plan).await.into()
                 }
                 (Scenario::Redis, Ok(Some(redis))) => {
-                    redis.measure(&keys, clients, plan).await.into()
+                    scenarios::redis_fixed_window(redis, &keys, clients, plan)
+                        .await
+                        .into()
                 }
                 (Scenario::Redis, Ok(None)) => Outcome::Skipped("redis-server not installed"),
                 (Scenario::Redis, Err(err)) => Outcome::Failed(format!("{err:#}")),

@@ -1,5 +1,5 @@
-//! The rate-limit suite's roost rows and their HTTP ceiling: a bare axum
-//! handler, roost over loopback HTTP, and roost in process.
+//! The rate-limit suite's rows: a bare axum handler (the HTTP ceiling),
+//! roost over loopback HTTP, Redis INCR + PEXPIRE NX, and roost in process.
 
 use anyhow::{ensure, Context};
 use axum::extract::{Path as UrlPath, State};
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::{Plan, POLICY};
 use crate::bench::fixture::{RoostServer, ScratchDir, Server};
-use crate::bench::load::{drive, drive_threads, http_client, Answer, Load, Poster};
+use crate::bench::load::{drive, drive_threads, http_client, Answer, Caller, Load, Poster};
+use crate::bench::redis::{fresh_prefix, Redis};
 use crate::{Durability, Engine, EngineConfig};
 
 /// Every HTTP row sends the same body: the suite's policy, cost 1.
@@ -160,4 +161,84 @@ pub(super) async fn roost_in_process(
         load
     })
     .await?
+}
+
+/// The pattern roost's limiter replaces: `INCR key` then `PEXPIRE key
+/// window NX`, sent as one pipeline (one round trip, not a MULTI
+/// transaction: NX makes the pair safe to repeat) over one connection per
+/// client; a count above the limit is a denial.
+pub(super) async fn redis_fixed_window(
+    redis: &Redis,
+    keys: &[String],
+    clients: usize,
+    plan: Plan,
+) -> anyhow::Result<Load> {
+    let prefix = fresh_prefix();
+    let keys: Arc<[String]> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
+    let mut callers = Vec::with_capacity(clients);
+    for task in 0..clients {
+        callers.push(IncrExpire {
+            conn: redis.connection().await?,
+            keys: keys.clone(),
+            task,
+        });
+    }
+    drive(callers, plan.measure, &redis.helpers()).await
+}
+
+/// One Redis client: request `k` of task `i` spends one unit of
+/// `keys[(i + k) % len]`.
+struct IncrExpire {
+    conn: ::redis::aio::MultiplexedConnection,
+    keys: Arc<[String]>,
+    task: usize,
+}
+
+impl Caller for IncrExpire {
+    async fn call(&mut self, k: usize) -> Result<Answer, String> {
+        let key = &self.keys[(self.task + k) % self.keys.len()];
+        let (count, _expiry_set): (u64, i64) = ::redis::pipe()
+            .incr(key, 1)
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(POLICY.window_ms)
+            .arg("NX")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(match count <= POLICY.limit {
+            true => Answer::Done,
+            false => Answer::Denied,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_decision_counts_and_sets_the_window_once() {
+        let Some(server) = Redis::find(None).await.expect("starting redis-server") else {
+            return;
+        };
+        let mut conn = server.connection().await.expect("connecting");
+        let mut caller = IncrExpire {
+            conn: conn.clone(),
+            keys: vec!["roost-bench-test:k".to_owned()].into(),
+            task: 0,
+        };
+        for _ in 0..3 {
+            assert_eq!(caller.call(0).await, Ok(Answer::Done));
+        }
+        let (count, ttl): (u64, i64) = ::redis::pipe()
+            .get("roost-bench-test:k")
+            .cmd("PTTL")
+            .arg("roost-bench-test:k")
+            .query_async(&mut conn)
+            .await
+            .expect("reading back");
+        assert_eq!(count, 3);
+        assert!(ttl > 0 && ttl <= POLICY.window_ms as i64, "PTTL {ttl}");
+    }
 }
