@@ -141,10 +141,18 @@ impl Actor {
         cell.lock().close();
     }
 
-    /// Whether a caller may run a cheap op on its own thread: the actor is
-    /// open and answers without waiting for an fsync.
-    pub fn runs_inline(&self) -> bool {
-        self.db.is_some() && self.durability() != Durability::Durable
+    /// Whether a caller may run the cheap `op` on its own thread: the actor
+    /// is open and answers without waiting for an fsync — any op of a
+    /// buffered or memory actor, and a durable actor's reads while nothing
+    /// uncommitted is in its database (they see only acknowledged writes).
+    pub fn runs_inline(&self, op: &Op) -> bool {
+        match &self.db {
+            None => false,
+            Some(db) if db.durability() == Durability::Durable => {
+                !op.writes() && !db.in_transaction() && self.pending.is_empty()
+            }
+            Some(_) => true,
+        }
     }
 
     /// Runs one op on the caller's thread (queue empty, lock held). Returns
@@ -264,14 +272,18 @@ impl Actor {
                 "actor closed during an op".into(),
             )));
         };
+        // Nothing uncommitted anywhere: a read saw acknowledged data only.
+        let committed_only = !db.in_transaction() && self.pending.is_empty();
         if !db.in_transaction() && !self.pending.is_empty() {
             // SQLite dropped the whole transaction: re-apply the ops in it.
             self.replay();
         }
         match (self.durability(), result) {
-            // A durable actor answers even a failure only after the batch
-            // commits: a CAS mismatch may have seen an earlier op's
-            // uncommitted write, which a crash before the commit undoes.
+            // A read outside any transaction saw only committed data.
+            (Durability::Durable, result) if !op.writes() && committed_only => Outcome::Now(result),
+            // Otherwise a durable actor answers, even a failure, only after
+            // the batch commits: a CAS mismatch may have seen an earlier
+            // op's uncommitted write, which a crash before the commit undoes.
             (Durability::Durable, result) => Outcome::AfterCommit(op, result),
             (_, Err(err)) => Outcome::Now(Err(err)),
             (Durability::Buffered, Ok(output)) if matches!(op, Op::RateLimit { .. }) => {
@@ -350,7 +362,9 @@ impl Actor {
                 Op::Sql(_) => self.counters.write(db)?,
                 _ => {}
             }
-        } else if !db.in_transaction() {
+        } else if !db.in_transaction() && op.writes() {
+            // Reads need no transaction of their own: outside the batch's
+            // they read committed data, inside it they see its writes.
             db.begin()?;
         }
         if let Op::RateLimit {

@@ -125,6 +125,9 @@ impl Engine {
         // Exports and uploads in flight when the process died are garbage.
         let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
         std::fs::create_dir_all(config.data_dir.join("tmp"))?;
+        // Before libsql starts SQLite (the catalog is its first database):
+        // memory settings only apply then.
+        crate::store::vfs::register();
         let catalog = Catalog::open(&config.data_dir.join("catalog.db"))?;
         let watchdog = Watchdog::start()?;
         let limiter_ids = (0..config.ratelimit_shards as usize)
@@ -321,7 +324,7 @@ impl Engine {
         };
         // Checked again under the actor's lock: ops queued before this one
         // run first.
-        if !tx.is_empty() || !actor.runs_inline() {
+        if !tx.is_empty() || !actor.runs_inline(&op) {
             return Err(op);
         }
         if let Err(err) = op.validate(&self.inner.config.limits) {

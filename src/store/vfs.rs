@@ -22,12 +22,13 @@ use std::sync::OnceLock;
 /// The name actor databases are opened with (`?vfs=roost` in their URI).
 pub const NAME: &CStr = c"roost";
 
-/// Registers the VFS once per process; later calls return the first
-/// outcome. Errors leave SQLite's own VFS in charge of nothing: callers
+/// Registers the VFS once per process (after setting SQLite's memory
+/// options); later calls return the first outcome. Errors leave SQLite's own VFS in charge of nothing: callers
 /// fall back to plain paths.
 pub fn register() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
+        configure_memory();
         // libsql sets SQLite's threading mode once, before SQLite starts;
         // the lookup below would start SQLite first and make that fail, so
         // let libsql go first (an in-memory open does it).
@@ -51,6 +52,21 @@ pub fn register() -> bool {
             ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK
         }
     })
+}
+
+/// Bytes per slot and slots of each connection's lookaside allocator.
+/// SQLite's default (1200 × 100, about 120 KiB) was most of an idle
+/// actor's memory; one connection per actor makes it a per-actor cost.
+const LOOKASIDE: (c_int, c_int) = (256, 32);
+
+/// Process-wide memory settings; SQLite accepts them only before it starts,
+/// so they are skipped (SQLITE_MISUSE) if something started it already.
+fn configure_memory() {
+    // SAFETY: sqlite3_config is called before sqlite3_initialize (or
+    // refuses); LOOKASIDE takes two ints.
+    unsafe {
+        ffi::sqlite3_config(ffi::SQLITE_CONFIG_LOOKASIDE, LOOKASIDE.0, LOOKASIDE.1);
+    }
 }
 
 /// The default VFS's `xOpen`, then persistent WAL for main databases.
