@@ -6,8 +6,11 @@
 //! loop requests for a measured window after a 1 s warm-up. Suites include
 //! [`counters`] (counter increments against a bare axum handler, a naive
 //! SQLite handler and Redis, then opening cold actors), [`group_commit`] and
-//! [`engine`] (in process, against hand-written libSQL) and [`ratelimit`]
-//! (rate-limit decisions against a bare axum handler and Redis INCR + PEXPIRE).
+//! [`engine`] (in process, against hand-written libSQL), [`ratelimit`]
+//! (rate-limit decisions against a bare axum handler and Redis INCR +
+//! PEXPIRE), [`realtime`] (WebSocket fan-out against a bare broadcast relay)
+//! and [`scale`] (many actors: creation, disk and memory per actor, random
+//! access through the bounded cache, WAL sizes).
 
 mod cold_open;
 mod counters;

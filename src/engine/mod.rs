@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     pub limiter_ids: Vec<ActorId>,
     registry: Mutex<Registry>,
     closed: AtomicBool,
+    /// Held until every actor has closed: one engine per data dir (actor
+    /// files are opened without SQLite's own locks, see `store::vfs`).
+    dir_lock: Mutex<Option<std::fs::File>>,
     reaper_wake: Condvar,
 }
 
@@ -122,6 +125,7 @@ impl Engine {
             )));
         }
         std::fs::create_dir_all(config.data_dir.join("actors"))?;
+        let lock = lock_data_dir(&config.data_dir)?;
         // Exports and uploads in flight when the process died are garbage.
         let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
         std::fs::create_dir_all(config.data_dir.join("tmp"))?;
@@ -142,6 +146,7 @@ impl Engine {
             registry: Mutex::new(Registry::default()),
             closed: AtomicBool::new(false),
             reaper_wake: Condvar::new(),
+            dir_lock: Mutex::new(Some(lock)),
         });
         let reaper = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -443,7 +448,13 @@ impl Engine {
         };
         self.inner.reaper_wake.notify_all();
         let deadline = Instant::now() + timeout;
-        dones.iter().all(|done| done.wait_until(deadline))
+        let closed = dones.iter().all(|done| done.wait_until(deadline));
+        if closed {
+            // Every actor file is closed: another engine may take the dir
+            // now, even while this one's last references are dropped.
+            self.inner.dir_lock.lock().take();
+        }
+        closed
     }
 }
 
@@ -482,6 +493,25 @@ impl Inner {
                 std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
             })
             .sum()
+    }
+}
+
+/// Takes the data dir's lock file, refusing a dir another engine (in this
+/// process or another) holds. The OS drops the lock when its holder exits,
+/// however it exits.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, EngineError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("roost.lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Io(format!(
+            "data dir {} is in use by another roost engine",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(err)) => Err(err.into()),
     }
 }
 

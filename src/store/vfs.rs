@@ -1,6 +1,7 @@
-//! A thin SQLite VFS, "roost", over the platform's default one: the same
-//! files and locks, except that every main database opened through it keeps
-//! its `-wal` file between connections (SQLite's "persistent WAL").
+//! A thin SQLite VFS, "roost", over the unix one without file locks (see
+//! [`BASE`]): the same files, except that every main database opened
+//! through it keeps its `-wal` file between connections (SQLite's
+//! "persistent WAL").
 //!
 //! Without it, each close of an actor deletes its WAL and the next open
 //! creates it again: an inode allocation, a directory update and, on the
@@ -22,9 +23,18 @@ use std::sync::OnceLock;
 /// The name actor databases are opened with (`?vfs=roost` in their URI).
 pub const NAME: &CStr = c"roost";
 
+/// The unix VFS without file locks. Each actor file has one connection, in
+/// `locking_mode = EXCLUSIVE`, and the engine holds the data dir's lock
+/// file, so POSIX locks would guard nothing. Skipping them also skips the
+/// unix VFS's process-wide list of open inodes, which every open walked
+/// under a global mutex: with thousands of actors open, that walk was most
+/// of a cold open. (Without shared memory, WAL needs exclusive locking
+/// mode, which actors set before WAL.)
+const BASE: &CStr = c"unix-none";
+
 /// Registers the VFS once per process (after setting SQLite's memory
-/// options); later calls return the first outcome. Errors leave SQLite's own VFS in charge of nothing: callers
-/// fall back to plain paths.
+/// options); later calls return the first outcome. On failure callers fall
+/// back to plain paths and the default VFS.
 pub fn register() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
@@ -35,11 +45,11 @@ pub fn register() -> bool {
         if super::block_on(libsql::Builder::new_local(":memory:").build()).is_err() {
             return false;
         }
-        // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS (or NULL),
-        // which SQLite never frees; the copy we register is leaked, so it
-        // lives as long as the process, as sqlite3_vfs_register requires.
+        // SAFETY: sqlite3_vfs_find returns a registered VFS (or NULL), which
+        // SQLite never frees; the copy we register is leaked, so it lives as
+        // long as the process, as sqlite3_vfs_register requires.
         unsafe {
-            let base = ffi::sqlite3_vfs_find(std::ptr::null());
+            let base = ffi::sqlite3_vfs_find(BASE.as_ptr());
             if base.is_null() || (*base).xOpen.is_none() {
                 return false;
             }

@@ -115,3 +115,34 @@ fn engine_shutdown_flushes_buffered_actors() {
         Err(roost::EngineError::Closed)
     ));
 }
+
+#[test]
+fn one_engine_holds_a_data_dir_until_it_has_shut_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..EngineConfig::default()
+    };
+    let first = Engine::open(config.clone()).unwrap();
+    let id = ActorId::parse("held").unwrap();
+    futures::executor::block_on(first.counter_add(&id, "n".into(), 1, None)).unwrap();
+    let refused = Engine::open(config.clone()).err().expect("a second engine");
+    assert!(
+        refused
+            .to_string()
+            .contains("in use by another roost engine"),
+        "{refused}"
+    );
+    // The refused engine deleted nothing of the first one's.
+    assert_eq!(
+        futures::executor::block_on(first.counter_add(&id, "n".into(), 1, None)).unwrap(),
+        2
+    );
+    assert!(first.shutdown(Duration::from_secs(30)));
+    let second = Engine::open(config).unwrap();
+    assert_eq!(
+        futures::executor::block_on(second.counter_get(&id, "n".into())).unwrap(),
+        2
+    );
+    drop(first);
+}
