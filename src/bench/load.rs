@@ -46,6 +46,22 @@ pub(super) struct Load {
 }
 
 impl Load {
+    /// A measured load with `rps` requests in one second, all at
+    /// `p99_micros`: report tests build rows from it.
+    #[cfg(test)]
+    pub(super) fn fixture(rps: u64, p99_micros: u64) -> Load {
+        Load {
+            latencies: Latencies::new(vec![p99_micros * 1000; 100]),
+            measured_ok: rps,
+            measured_denied: 0,
+            elapsed: Duration::from_secs(1),
+            total_ok: rps,
+            errors: 0,
+            first_error: None,
+            other_cores: Some(0.0),
+        }
+    }
+
     pub(super) fn requests_per_sec(&self) -> f64 {
         self.measured_ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -296,16 +312,23 @@ where
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("a load thread panicked"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
+        join_all(handles)
     })?;
     Ok(Load::gather(clients, window.measure_from, cpu_before))
+}
+
+/// Joins scoped threads in order; a panicked thread is an error.
+pub(super) fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, T>>,
+) -> anyhow::Result<Vec<T>> {
+    handles
+        .into_iter()
+        .map(|handle| {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))
+        })
+        .collect()
 }
 
 /// Sorted latencies in nanoseconds.

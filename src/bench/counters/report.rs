@@ -238,7 +238,7 @@ impl Report {
 mod tests {
     use super::super::{BUFFERED_ONE, DURABLE_ONE, DURABLE_SPREAD, MEMORY_ONE};
     use super::*;
-    use crate::bench::load::{Latencies, Load};
+    use crate::bench::load::Load;
     use crate::bench::report::CountCheck;
     use std::time::Duration;
 
@@ -246,16 +246,7 @@ mod tests {
         Row {
             name,
             outcome: Outcome::Measured(Measured {
-                load: Load {
-                    latencies: Latencies::new(vec![p99_micros * 1000; 100]),
-                    measured_ok: rps,
-                    measured_denied: 0,
-                    elapsed: Duration::from_secs(1),
-                    total_ok: rps,
-                    errors: 0,
-                    first_error: None,
-                    other_cores: Some(0.0),
-                },
+                load: Load::fixture(rps, p99_micros),
                 check: CountCheck {
                     stored: rps as i64,
                     acknowledged: rps,

@@ -308,19 +308,9 @@ fn verdict(good: bool, loads: &[&Load]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::load::Latencies;
 
     fn load(rps: u64, p99_micros: u64) -> Load {
-        Load {
-            latencies: Latencies::new(vec![p99_micros * 1000; 100]),
-            measured_ok: rps,
-            measured_denied: 0,
-            elapsed: Duration::from_secs(1),
-            total_ok: rps,
-            errors: 0,
-            first_error: None,
-            other_cores: Some(0.0),
-        }
+        Load::fixture(rps, p99_micros)
     }
 
     #[test]

@@ -142,14 +142,7 @@ pub(super) fn random_access(dir: &Path, plan: &Plan) -> anyhow::Result<Access> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("a caller thread panicked"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
+        crate::bench::load::join_all(handles)
     })?;
     let other_cores = cpu_before.and_then(|before| before.other_cores_until_now());
     let open_at_end = engine.open_actors();
