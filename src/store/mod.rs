@@ -163,11 +163,15 @@ impl ActorDb {
                 Value::Text(durability.as_str().to_owned()),
             ],
         );
-        if let Err(err) = labelled.and_then(|_| self.commit()) {
+        // The mark goes in the same transaction: one commit (one fsync) for
+        // a new actor's setup, and a crash leaves either all of it or none.
+        let marked = labelled
+            .and_then(|_| self.pragma(&format!("PRAGMA application_id = {APPLICATION_ID}")))
+            .and_then(|()| self.commit());
+        if let Err(err) = marked {
             self.rollback();
             return Err(err);
         }
-        self.pragma(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
         self.durability = durability;
         Ok(())
     }
