@@ -175,6 +175,21 @@ pub(super) fn append_report(path: &Path, report: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The "noisy run" warning naming the rows other processes slowed down
+/// (nothing when `noisy` is empty).
+pub(super) fn write_noisy(out: &mut String, noisy: &[String]) -> std::fmt::Result {
+    if noisy.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "**Noisy run**: other processes kept cores busy during {}; those numbers are \
+         lower than this machine can do.",
+        noisy.join(", ")
+    )?;
+    writeln!(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

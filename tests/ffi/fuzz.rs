@@ -1028,6 +1028,15 @@ struct Outs {
     decision: roost_ratelimit_decision,
 }
 
+/// `field` as an out-param, or NULL when the call passes none.
+fn slot<T>(present: bool, field: &mut T) -> *mut T {
+    if present {
+        field
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
 impl Outs {
     fn new() -> Outs {
         Outs {
@@ -1043,44 +1052,24 @@ impl Outs {
     }
 
     fn value(&mut self, present: bool) -> *mut i64 {
-        if present {
-            &mut self.value
-        } else {
-            std::ptr::null_mut()
-        }
+        slot(present, &mut self.value)
     }
 
     fn version(&mut self, present: bool) -> *mut i64 {
-        if present {
-            &mut self.version
-        } else {
-            std::ptr::null_mut()
-        }
+        slot(present, &mut self.version)
     }
 
     /// A byte roost writes a `bool` into, read back as a byte.
     fn existed(&mut self, present: bool) -> *mut bool {
-        if present {
-            std::ptr::from_mut(&mut self.existed).cast()
-        } else {
-            std::ptr::null_mut()
-        }
+        slot(present, &mut self.existed).cast()
     }
 
     fn bytes(&mut self, present: bool) -> *mut roost_bytes {
-        if present {
-            &mut self.bytes
-        } else {
-            std::ptr::null_mut()
-        }
+        slot(present, &mut self.bytes)
     }
 
     fn decision(&mut self, present: bool) -> *mut roost_ratelimit_decision {
-        if present {
-            &mut self.decision
-        } else {
-            std::ptr::null_mut()
-        }
+        slot(present, &mut self.decision)
     }
 
     fn untouched(&self) -> bool {

@@ -179,16 +179,7 @@ impl Report {
                     .map(|cores| format!("{name} ({cores:.2})"))
             })
             .collect();
-        if !noisy.is_empty() {
-            writeln!(
-                out,
-                "**Noisy run**: other processes kept cores busy during {}; those numbers are \
-                 lower than this machine can do.",
-                noisy.join(", ")
-            )?;
-            writeln!(out)?;
-        }
-        Ok(())
+        crate::bench::report::write_noisy(out, &noisy)
     }
 
     fn write_cold(&self, out: &mut String) -> std::fmt::Result {

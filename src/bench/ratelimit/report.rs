@@ -162,16 +162,7 @@ impl Report {
                     .map(|cores| format!("{} at {} ({cores:.2})", row.scenario.name(), row.clients))
             })
             .collect();
-        if !noisy.is_empty() {
-            writeln!(
-                out,
-                "**Noisy run**: other processes kept cores busy during {}; those numbers are \
-                 lower than this machine can do.",
-                noisy.join(", ")
-            )?;
-            writeln!(out)?;
-        }
-        Ok(())
+        crate::bench::report::write_noisy(out, &noisy)
     }
 
     fn write_targets(&self, out: &mut String) -> std::fmt::Result {
