@@ -33,6 +33,9 @@ pub enum EngineError {
     Io(String),
     #[error("the engine is shut down")]
     Closed,
+    /// The actor was handed off to another machine (cluster moves).
+    #[error("actor {id} has moved to machine {to}")]
+    Moved { id: String, to: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -69,7 +69,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         local_usage: Default::default(),
+        handoffs: Default::default(),
+        drain: Default::default(),
     });
+    crate::cluster::drain::resume_if_marked(&state);
     let listener = http::listener::bind(args.listen)?;
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to learn the port when listening on :0.

@@ -22,6 +22,7 @@ pub const FORWARDS: &str = "roost_forwards_total";
 pub const REPLAYS: &str = "roost_replays_total";
 pub const RATELIMIT_DECISIONS: &str = "roost_ratelimit_decisions_total";
 pub const WS_DROPPED: &str = "roost_ws_dropped_total";
+pub const HANDOFFS: &str = "roost_handoffs_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -52,6 +53,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    describe_counter!(
+        HANDOFFS,
+        "Actors handed to a new owner (side=given) or received (side=received)"
+    );
     describe_histogram!(
         HTTP_DURATION,
         Unit::Seconds,

@@ -5,9 +5,12 @@
 //! A member that disappears from DNS is kept for a grace period: a machine
 //! that restarts must not hand its actors to another one (that would fork
 //! their state); requests for its actors get 503 until it is back.
+//!
+//! A member that is draining (leaving for good, see `drain`) stays a member
+//! (it may still hold actors to hand over) but owns nothing new.
 
 use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,9 @@ pub struct Member {
 #[derive(Debug, Default)]
 pub struct Membership {
     members: RwLock<Arc<Vec<Member>>>,
+    /// The members that may own actors: all but the leaving ones.
+    owners: RwLock<Arc<Vec<Member>>>,
+    leaving: RwLock<BTreeSet<String>>,
     last_seen: RwLock<BTreeMap<String, Instant>>,
 }
 
@@ -39,9 +45,34 @@ impl Membership {
         self.members.read().clone()
     }
 
+    /// The members that may own actors (not leaving), sorted by machine id.
+    pub fn owners(&self) -> Arc<Vec<Member>> {
+        self.owners.read().clone()
+    }
+
+    /// `machine_id` is leaving: it owns nothing from now on.
+    pub fn mark_leaving(&self, machine_id: &str) {
+        let added = self.leaving.write().insert(machine_id.to_owned());
+        if added {
+            let members = self.members().as_ref().clone();
+            self.replace(members);
+        }
+    }
+
+    pub fn is_leaving(&self, machine_id: &str) -> bool {
+        self.leaving.read().contains(machine_id)
+    }
+
     fn replace(&self, mut members: Vec<Member>) {
         members.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
         members.dedup_by(|a, b| a.machine_id == b.machine_id);
+        let leaving = self.leaving.read();
+        let owners = members
+            .iter()
+            .filter(|m| !leaving.contains(&m.machine_id))
+            .cloned()
+            .collect();
+        *self.owners.write() = Arc::new(owners);
         *self.members.write() = Arc::new(members);
     }
 
@@ -58,9 +89,11 @@ impl Membership {
             .map(|m| (m.machine_id.clone(), m))
             .collect();
         for old in self.members().iter() {
+            // A drained machine that is gone left nothing behind to wait for.
             let recent = last_seen
                 .get(&old.machine_id)
-                .is_some_and(|t| now.duration_since(*t) < grace);
+                .is_some_and(|t| now.duration_since(*t) < grace)
+                && !self.is_leaving(&old.machine_id);
             if recent {
                 merged
                     .entry(old.machine_id.clone())
@@ -197,5 +230,20 @@ mod tests {
         );
         membership.observe(vec![m("a")], Duration::ZERO);
         assert_eq!(membership.members().len(), 1, "b is gone for good");
+    }
+
+    #[test]
+    fn a_leaving_member_owns_nothing_and_goes_without_a_grace_period() {
+        let m = |id: &str| Member {
+            machine_id: id.into(),
+            region: "fra".into(),
+            address: "http://x".into(),
+        };
+        let membership = Membership::new(vec![m("a"), m("b")]);
+        membership.mark_leaving("b");
+        assert_eq!(membership.members().len(), 2, "b may still hold actors");
+        assert_eq!(membership.owners().as_ref(), &vec![m("a")]);
+        membership.observe(vec![m("a")], Duration::from_secs(600));
+        assert_eq!(membership.members().as_ref(), &vec![m("a")]);
     }
 }

@@ -2,6 +2,8 @@
 //! (placement), and how a request that lands on the wrong machine reaches
 //! the owner (routing: `fly-replay` on Fly, forwarding elsewhere).
 
+pub mod drain;
+pub mod handoff;
 pub mod membership;
 pub mod placement;
 pub mod routing;

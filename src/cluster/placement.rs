@@ -108,11 +108,30 @@ impl Node {
             || self.membership.members().iter().any(|m| m.region == region)
     }
 
+    /// The other machines of `region`.
+    pub fn peers_in(&self, region: &str) -> Vec<Member> {
+        self.membership
+            .members()
+            .iter()
+            .filter(|m| m.region == region && m.machine_id != self.machine_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The member with this machine ID, if it is one.
+    pub fn member(&self, machine_id: &str) -> Option<Member> {
+        self.membership
+            .members()
+            .iter()
+            .find(|m| m.machine_id == machine_id)
+            .cloned()
+    }
+
     /// Who serves `id`.
     pub fn place(&self, id: &ActorId) -> Result<Placement, EngineError> {
         let home = self.home_region(id)?;
-        let members = self.membership.members();
-        Ok(match owner_of(id, &home, &members) {
+        let owners = self.membership.owners();
+        Ok(match owner_of(id, &home, &owners) {
             Some(owner) if owner.machine_id == self.machine_id => Placement::Here,
             Some(owner) => Placement::Owner(owner.clone()),
             None => Placement::Region(home),

@@ -5,6 +5,11 @@
 //! or forwarded to the owner with its body streamed both ways. A request
 //! that was already replayed or forwarded and still missed the owner gets
 //! 503 `owner-unavailable`, never another hop.
+//!
+//! Membership changes move actors (see `handoff`): the owner fetches an
+//! actor it does not store before serving it, a machine still holding an
+//! actor that now hashes elsewhere serves it until it is asked for it, and
+//! one that handed it off sends its requests to where it went.
 
 use super::membership::Member;
 use super::placement::{Node, Placement};
@@ -47,12 +52,45 @@ pub async fn route(
             actor_in_path(&path).and_then(|raw| ActorId::parse(&raw).ok()),
         ),
     };
-    let placement = actor.and_then(|id| state.node.place(&id).ok());
-    let placement = match placement {
-        None | Some(Placement::Here) => return Ok(next.run(request).await),
-        Some(elsewhere) => elsewhere,
+    let Some(actor) = actor else {
+        return Ok(next.run(request).await);
     };
-    if arrived_rerouted(request.headers()) {
+    let placement = match state.node.place(&actor) {
+        Err(_) => return Ok(next.run(request).await),
+        Ok(Placement::Here) => {
+            super::handoff::ensure_held(&state, &actor).await?;
+            return Ok(next.run(request).await);
+        }
+        Ok(elsewhere) => elsewhere,
+    };
+    // The live copy is served where it is, whatever the hash now says; a
+    // hand-off of it waits until this request is answered.
+    let serving = state.handoffs.serving(&actor).await;
+    let moved = state.engine.moved_to(&actor);
+    let placement = match &moved {
+        Some(to) => match state.node.member(to) {
+            Some(member) => Placement::Owner(member),
+            None => {
+                return Err(ApiError::OwnerUnavailable(format!(
+                    "actor {actor} moved to {to}, which is no longer a member"
+                )))
+            }
+        },
+        None if state.engine.holds(&actor) => {
+            let response = next.run(request).await;
+            drop(serving);
+            return Ok(response);
+        }
+        None => placement,
+    };
+    drop(serving);
+    // One more hop is allowed to follow a hand-off: machines that have not
+    // yet learnt of a drain still send this actor's requests here.
+    let follows_handoff = moved.is_some()
+        && state.node.routing == Routing::Forward
+        && request.headers().get(FORWARDED).is_some_and(|v| v == "1")
+        && !request.headers().contains_key(REPLAY_SOURCE);
+    if arrived_rerouted(request.headers()) && !follows_handoff {
         return Err(ApiError::OwnerUnavailable(format!(
             "this request was already re-routed and {} still does not own the actor",
             state.node.machine_id
@@ -92,6 +130,16 @@ async fn peek_mode(
         .map(|m| m.mode)
         .unwrap_or_default();
     Ok((Request::from_parts(parts, Body::from(bytes)), mode))
+}
+
+/// The `roost-forwarded` value of a request sent on: `1` for the first
+/// hop, `2` for the one that follows a hand-off.
+pub fn next_hop(headers: &HeaderMap) -> HeaderValue {
+    HeaderValue::from_static(if headers.contains_key(FORWARDED) {
+        "2"
+    } else {
+        "1"
+    })
 }
 
 fn arrived_rerouted(headers: &HeaderMap) -> bool {
@@ -149,11 +197,9 @@ async fn forward(node: &Node, owner: &Member, request: Request) -> Result<Respon
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{}", owner.address, path);
+    let hop = next_hop(&parts.headers);
     let mut headers = end_to_end(&parts.headers);
-    headers.insert(
-        HeaderName::from_static(FORWARDED),
-        HeaderValue::from_static("1"),
-    );
+    headers.insert(HeaderName::from_static(FORWARDED), hop);
     metrics::counter!(crate::telemetry::FORWARDS).increment(1);
     let sent = node
         .client

@@ -61,9 +61,8 @@ pub async fn forward(
             handshake.headers_mut().append(name, value.clone());
         }
     }
-    handshake
-        .headers_mut()
-        .insert(FORWARDED, "1".parse().expect("static header value"));
+    let hop = super::routing::next_hop(&parts.headers);
+    handshake.headers_mut().insert(FORWARDED, hop);
     let upstream = connect(&state.node, owner, handshake).await?;
     metrics::counter!(crate::telemetry::FORWARDS).increment(1);
     let limits = state.realtime.limits;

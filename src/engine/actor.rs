@@ -234,6 +234,16 @@ impl Actor {
     /// Runs one op and says when to answer it; the caller holds the reply,
     /// so an inline caller needs no boxed callback.
     fn process(&mut self, op: Op, create_as: Option<Durability>) -> Outcome {
+        if let Some(to) = self.inner.moved_to(&self.id) {
+            // Only the hand-off itself (sent again), its clean-up and a
+            // hand-back reach a moved actor.
+            if !matches!(op, Op::Destroy | Op::HandOff { .. } | Op::Import { .. }) {
+                return Outcome::Now(Err(EngineError::Moved {
+                    id: self.id.to_string(),
+                    to,
+                }));
+            }
+        }
         match op {
             Op::Destroy => {
                 self.settle();
@@ -242,6 +252,10 @@ impl Actor {
             Op::Export => {
                 self.settle();
                 return Outcome::Now(self.export());
+            }
+            Op::HandOff { to } => {
+                self.settle();
+                return Outcome::Now(self.hand_off(&to));
             }
             Op::Import { path } => {
                 self.settle();
@@ -599,6 +613,37 @@ impl Actor {
         }
     }
 
+    /// The final copy for machine `to`; from then on the actor is closed
+    /// here and every op but the hand-off's own answers `Moved`. A memory
+    /// actor's state does not travel (like a restart, a move forgets it).
+    fn hand_off(&mut self, to: &str) -> Result<OpOutput, EngineError> {
+        if self.db.is_none() && !self.open(None)? {
+            return Err(EngineError::NotFound(format!(
+                "actor {} has no state",
+                self.id
+            )));
+        }
+        let durability = self.durability();
+        if durability == Durability::Memory {
+            self.inner.record_moved(&self.id, to)?;
+            self.destroy()?;
+            return Ok(OpOutput::HandedOff(None));
+        }
+        let OpOutput::File(copy) = self.export()? else {
+            return Err(EngineError::Internal("export gave no file".into()));
+        };
+        if let Err(err) = self.inner.record_moved(&self.id, to) {
+            let _ = std::fs::remove_file(&copy);
+            return Err(err);
+        }
+        self.limiter.clear();
+        self.counters.clear();
+        if let Some(db) = self.db.take() {
+            db.close();
+        }
+        Ok(OpOutput::HandedOff(Some((copy, durability))))
+    }
+
     /// Replaces the actor's state with the uploaded file, atomically: the
     /// upload is validated first, then renamed over the actor's file.
     fn import(
@@ -645,6 +690,10 @@ impl Actor {
         }
         std::fs::rename(upload, &self.file)?;
         crate::store::sync_parent_dir(&self.file)?;
+        if self.inner.moved_to(&self.id).is_some() {
+            // Handed back: this machine serves it again.
+            self.inner.forget_moved(&self.id)?;
+        }
         self.open(None)?;
         Ok(OpOutput::Imported)
     }

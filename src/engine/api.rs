@@ -186,6 +186,23 @@ impl Engine {
         }
     }
 
+    /// Hands the actor off to machine `to` (see `cluster::handoff`): its
+    /// final copy in a temporary file the caller owns, with its durability,
+    /// or `None` for a memory actor. Every later op here answers `Moved`.
+    pub async fn hand_off(
+        &self,
+        id: &ActorId,
+        to: &str,
+    ) -> Result<Option<(std::path::PathBuf, Durability)>, EngineError> {
+        match self
+            .call(id, Op::HandOff { to: to.to_owned() }, None)
+            .await?
+        {
+            OpOutput::HandedOff(copy) => Ok(copy),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Replaces the actor's state with the SQLite file at `upload` (taken
     /// over and removed). A bad file changes nothing.
     pub async fn import(

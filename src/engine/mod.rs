@@ -43,6 +43,12 @@ pub(crate) struct Inner {
     /// The limiter actors' IDs, worked out once.
     pub limiter_ids: Vec<ActorId>,
     registry: Mutex<Registry>,
+    /// Actors handed off to another machine, and where they went (mirrors
+    /// the catalog's `moved` table).
+    moved: parking_lot::RwLock<HashMap<ActorId, String>>,
+    /// Whether `moved` has entries: every op checks it, and a machine that
+    /// never handed anything off should not pay for a map lookup.
+    any_moved: AtomicBool,
     closed: AtomicBool,
     /// Held until every actor has closed: one engine per data dir (actor
     /// files are opened without SQLite's own locks, see `store::vfs`).
@@ -133,6 +139,11 @@ impl Engine {
         // memory settings only apply then.
         crate::store::vfs::register();
         let catalog = Catalog::open(&config.data_dir.join("catalog.db"))?;
+        let moved: HashMap<ActorId, String> = catalog
+            .all_moved()?
+            .into_iter()
+            .filter_map(|(id, to)| Some((ActorId::parse(&id).ok()?, to)))
+            .collect();
         let watchdog = Watchdog::start()?;
         let limiter_ids = (0..config.ratelimit_shards as usize)
             .map(crate::limiter::shard_id)
@@ -144,6 +155,8 @@ impl Engine {
             events: events::Events::default(),
             limiter_ids,
             registry: Mutex::new(Registry::default()),
+            any_moved: AtomicBool::new(!moved.is_empty()),
+            moved: parking_lot::RwLock::new(moved),
             closed: AtomicBool::new(false),
             reaper_wake: Condvar::new(),
             dir_lock: Mutex::new(Some(lock)),
@@ -401,7 +414,8 @@ impl Engine {
                 let actor = ActorId::parse(&id).ok()?;
                 let stored = self.inner.actor_file(&actor).exists();
                 let size = self.inner.size_on_disk(&actor);
-                (stored || self.is_pinned(&actor)).then_some((id, size))
+                let here = (stored || self.is_pinned(&actor)) && self.moved_to(&actor).is_none();
+                here.then_some((id, size))
             })
             .collect();
         Ok(ActorPage { actors, cursor })
@@ -413,6 +427,28 @@ impl Engine {
             .open
             .get(id)
             .is_some_and(|s| s.pinned.load(Ordering::Acquire))
+    }
+
+    /// The machine the actor was handed off to, if it was.
+    pub fn moved_to(&self, id: &ActorId) -> Option<String> {
+        self.inner.moved_to(id)
+    }
+
+    /// Forgets that the actor was handed off: it may live here again (the
+    /// machine it went to no longer has it).
+    pub fn forget_moved(&self, id: &ActorId) -> Result<(), EngineError> {
+        self.inner.forget_moved(id)
+    }
+
+    /// Whether the actor's file is here, handed off or not.
+    pub fn has_file(&self, id: &ActorId) -> bool {
+        self.inner.actor_file(id).exists()
+    }
+
+    /// Whether this machine stores the actor (on disk or pinned in memory)
+    /// and has not handed it off. A file check, no database query.
+    pub fn holds(&self, id: &ActorId) -> bool {
+        self.moved_to(id).is_none() && (self.inner.actor_file(id).exists() || self.is_pinned(id))
     }
 
     /// A fresh temporary path in the data dir (for uploads to import).
@@ -481,6 +517,34 @@ impl Inner {
     pub fn temp_file(&self, what: &str) -> PathBuf {
         let name = format!("{what}-{:016x}.db", rand::random::<u64>());
         self.config.data_dir.join("tmp").join(name)
+    }
+
+    pub fn moved_to(&self, id: &ActorId) -> Option<String> {
+        if !self.any_moved.load(Ordering::Acquire) {
+            return None;
+        }
+        self.moved.read().get(id).cloned()
+    }
+
+    /// Durably records that `id` now lives on machine `to`.
+    pub fn record_moved(&self, id: &ActorId, to: &str) -> Result<(), EngineError> {
+        self.catalog.mark_moved(id.as_str(), to)?;
+        let mut moved = self.moved.write();
+        moved.insert(id.clone(), to.to_owned());
+        self.any_moved.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// `id` lives here again.
+    pub fn forget_moved(&self, id: &ActorId) -> Result<(), EngineError> {
+        if self.moved_to(id).is_none() {
+            return Ok(());
+        }
+        self.catalog.clear_moved(id.as_str())?;
+        let mut moved = self.moved.write();
+        moved.remove(id);
+        self.any_moved.store(!moved.is_empty(), Ordering::Release);
+        Ok(())
     }
 
     fn size_on_disk(&self, id: &ActorId) -> u64 {

@@ -46,6 +46,11 @@ pub enum Op {
     Import {
         path: std::path::PathBuf,
     },
+    /// Gives the actor to machine `to`: a final consistent copy, and from
+    /// then on every op here answers `Moved` (see `cluster::handoff`).
+    HandOff {
+        to: String,
+    },
 }
 
 /// What an operation returns.
@@ -61,6 +66,9 @@ pub enum OpOutput {
     /// A file the caller now owns (and must remove).
     File(std::path::PathBuf),
     Imported,
+    /// The handed-off copy and the actor's durability; `None` for a memory
+    /// actor, whose state does not travel.
+    HandedOff(Option<(std::path::PathBuf, crate::config::Durability)>),
 }
 
 impl Op {
@@ -146,7 +154,12 @@ impl Op {
                     crate::limiter::state::Spend::Always => Ok(()),
                 }
             }
-            Op::Sql(_) | Op::KvList(_) | Op::Destroy | Op::Export | Op::Import { .. } => Ok(()),
+            Op::Sql(_)
+            | Op::KvList(_)
+            | Op::Destroy
+            | Op::Export
+            | Op::Import { .. }
+            | Op::HandOff { .. } => Ok(()),
         }
     }
 
@@ -179,7 +192,11 @@ impl Op {
             Op::KvList(query) => OpOutput::Page(db.kv_list(query)?),
             Op::CounterAdd { name, by } => OpOutput::Counter(db.counter_add(name, *by)?),
             Op::CounterGet { name } => OpOutput::Counter(db.counter_get(name)?),
-            Op::Destroy | Op::Export | Op::Import { .. } | Op::RateLimit { .. } => {
+            Op::Destroy
+            | Op::Export
+            | Op::Import { .. }
+            | Op::HandOff { .. }
+            | Op::RateLimit { .. } => {
                 return Err(EngineError::Internal(
                     "whole-actor and limiter ops are run by the actor".into(),
                 ))

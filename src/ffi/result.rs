@@ -165,6 +165,8 @@ impl From<&EngineError> for roost_result {
             EngineError::TooLarge(_) => ROOST_TOO_LARGE,
             EngineError::VersionMismatch(_) => ROOST_VERSION_MISMATCH,
             EngineError::NotFound(_) => ROOST_NOT_FOUND,
+            // Only a cluster moves actors; in process, the actor is not here.
+            EngineError::Moved { .. } => ROOST_NOT_FOUND,
             EngineError::InsufficientStorage(_) => ROOST_INSUFFICIENT_STORAGE,
             EngineError::Io(_) => ROOST_IO,
             EngineError::Closed => ROOST_CLOSED,

@@ -80,6 +80,10 @@ pub struct AppState {
     pub realtime: Realtime,
     /// Local-mode rate-limit usage waiting to be reported to global owners.
     pub local_usage: crate::cluster::usage_sync::LocalUsage,
+    /// Actor hand-offs in progress (one per actor at a time).
+    pub handoffs: crate::cluster::handoff::Handoffs,
+    /// This machine's drain, once started.
+    pub drain: crate::cluster::drain::Drain,
 }
 
 /// Limits on WebSockets.
@@ -122,6 +126,8 @@ impl AppState {
             ratelimit_policies: Default::default(),
             realtime: Realtime::default(),
             local_usage: Default::default(),
+            handoffs: Default::default(),
+            drain: Default::default(),
         }
     }
 }
@@ -139,6 +145,7 @@ impl AppState {
         (name = "counters", description = "Atomic counters"),
         (name = "realtime", description = "WebSocket rooms and change-event streams"),
         (name = "ratelimit", description = "Global rate limiting on limiter actors (GCRA)"),
+        (name = "cluster", description = "Moving actors between machines: hand-off and draining"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]
@@ -163,6 +170,13 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(routes::realtime::socket))
         .routes(routes!(routes::realtime::events))
         .routes(routes!(routes::meta::metrics))
+        .routes(routes!(routes::cluster::give, routes::cluster::confirm))
+        .routes(routes!(routes::cluster::claim))
+        .routes(routes!(routes::cluster::leaving))
+        .routes(routes!(
+            routes::cluster::drain,
+            routes::cluster::drain_progress
+        ))
 }
 
 /// Routes anyone may call.

@@ -95,6 +95,11 @@ impl ApiError {
                     "Insufficient storage",
                 ),
                 E::Closed => (S::SERVICE_UNAVAILABLE, "owner-unavailable", "Shutting down"),
+                E::Moved { .. } => (
+                    S::SERVICE_UNAVAILABLE,
+                    "owner-unavailable",
+                    "Owner unavailable",
+                ),
                 E::InvalidConfig(_) | E::Io(_) | E::Internal(_) => {
                     (S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
                 }

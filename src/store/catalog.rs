@@ -3,6 +3,9 @@
 //! without opening a million files. An actor is registered before its file
 //! is created and unregistered after its file is removed, so the catalog
 //! never misses a stored actor (a row without a file is skipped).
+//!
+//! It also keeps the actors this machine handed off to another one (table
+//! `moved`): they must never be served here again unless handed back.
 
 use super::sql_error;
 use crate::config::Durability;
@@ -31,6 +34,11 @@ impl Catalog {
                  id TEXT PRIMARY KEY,
                  durability TEXT NOT NULL,
                  created_ms INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS moved (
+                 id TEXT PRIMARY KEY,
+                 to_machine TEXT NOT NULL,
+                 moved_ms INTEGER NOT NULL
              ) WITHOUT ROWID;",
         ))
         .map_err(err)?;
@@ -41,10 +49,7 @@ impl Catalog {
     }
 
     pub fn register(&self, id: &str, durability: Durability) -> Result<(), EngineError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = now_ms();
         let conn = self.conn.lock();
         block_on(conn.execute(
             "INSERT INTO actors (id, durability, created_ms) VALUES (?1, ?2, ?3)
@@ -67,6 +72,49 @@ impl Catalog {
         ))
         .map_err(err)?;
         Ok(())
+    }
+
+    /// Records that `id` now lives on machine `to` (durably: a restart
+    /// must not serve the old copy).
+    pub fn mark_moved(&self, id: &str, to: &str) -> Result<(), EngineError> {
+        let conn = self.conn.lock();
+        block_on(conn.execute(
+            "INSERT INTO moved (id, to_machine, moved_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET to_machine = excluded.to_machine,
+                                            moved_ms = excluded.moved_ms",
+            vec![
+                Value::Text(id.to_owned()),
+                Value::Text(to.to_owned()),
+                Value::Integer(now_ms()),
+            ],
+        ))
+        .map_err(err)?;
+        Ok(())
+    }
+
+    /// `id` lives here again (handed back).
+    pub fn clear_moved(&self, id: &str) -> Result<(), EngineError> {
+        let conn = self.conn.lock();
+        block_on(conn.execute(
+            "DELETE FROM moved WHERE id = ?1",
+            [Value::Text(id.to_owned())],
+        ))
+        .map_err(err)?;
+        Ok(())
+    }
+
+    /// Every handed-off actor and the machine it went to.
+    pub fn all_moved(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let conn = self.conn.lock();
+        let mut rows = block_on(conn.query("SELECT id, to_machine FROM moved", ())).map_err(err)?;
+        let mut moved = Vec::new();
+        while let Some(row) = block_on(rows.next()).map_err(err)? {
+            if let (Ok(Value::Text(id)), Ok(Value::Text(to))) = (row.get_value(0), row.get_value(1))
+            {
+                moved.push((id, to));
+            }
+        }
+        Ok(moved)
     }
 
     /// The durability an actor was created with, if it is registered.
@@ -116,6 +164,13 @@ impl Catalog {
         }
         Ok(ids)
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn err(e: libsql::Error) -> EngineError {

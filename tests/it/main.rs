@@ -8,6 +8,7 @@ mod crash;
 mod deploy;
 mod disk;
 mod faults;
+mod handoff;
 mod harness;
 mod history;
 mod hostile;

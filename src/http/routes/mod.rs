@@ -2,6 +2,7 @@
 //! engine's typed API and back, and carries its OpenAPI description.
 
 pub mod actors;
+pub mod cluster;
 pub mod counters;
 pub mod health;
 pub mod kv;
