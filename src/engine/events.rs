@@ -33,6 +33,9 @@ pub enum Frame {
     Text(Arc<str>),
     /// A client's binary message.
     Binary(Bytes),
+    /// The actor was handed off to this machine: listeners here must
+    /// reconnect (and will reach it there).
+    Moved(Arc<str>),
 }
 
 /// What changed (the `seq` is added when it is published).
@@ -221,6 +224,13 @@ impl Events {
         let mut hubs = self.hubs.lock();
         if hubs.get(id).is_some_and(|hub| hub.listeners() == 0) {
             hubs.remove(id);
+        }
+    }
+
+    /// Tells the actor's listeners, if any, that it moved to machine `to`.
+    pub fn announce_moved(&self, id: &ActorId, to: &str) {
+        if let Some(hub) = self.existing(id) {
+            hub.publish_message(Frame::Moved(Arc::from(to)));
         }
     }
 

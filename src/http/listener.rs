@@ -60,6 +60,9 @@ pub async fn run(
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    // Connections that have not sent a byte yet are closed at shutdown
+    // rather than waited for (hyper does not know them yet).
+    let stopping = tokio_util::sync::CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -83,11 +86,16 @@ pub async fn run(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte = limits.header_timeout;
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             let _open = OpenConnection::new(permit);
             // hyper starts its header timer only once it knows the
             // protocol; a peer that never sends a byte is closed here.
-            if !sends_within(&stream, first_byte).await {
+            let sends = tokio::select! {
+                sends = sends_within(&stream, first_byte) => sends,
+                () = stopping.cancelled() => false,
+            };
+            if !sends {
                 return;
             }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -95,6 +103,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    stopping.cancel();
     graceful.shutdown().await;
     Ok(())
 }

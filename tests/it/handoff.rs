@@ -4,12 +4,15 @@
 //! agree on the owner, nobody serves a second copy.
 
 use crate::harness::{code, free_port, seg, Process};
+use futures::StreamExt;
 use roost::cluster::placement::owner_of;
 use roost::cluster::Member;
 use roost::ActorId;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
 
 const ACTORS: usize = 24;
 
@@ -300,6 +303,13 @@ async fn a_hand_off_whose_copy_was_lost_is_sent_again() {
     }
     add(&client, &region.url("fra-1"), &moving, 41).await;
     region.start("fra-1", &both);
+    // A WebSocket on fra-1's copy, which fra-1 serves until it is asked.
+    let ws_url = format!(
+        "{}/v1/actors/{}/ws",
+        region.url("fra-1").replace("http://", "ws://"),
+        seg(&moving)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
 
     // fra-2 asks, receives the copy, and "crashes" before importing it:
     // the copy is taken here by hand and dropped.
@@ -330,6 +340,19 @@ async fn a_hand_off_whose_copy_was_lost_is_sent_again() {
         .await
         .unwrap()
         .starts_with(b"SQLite format 3\0"));
+    // Its listeners are told to reconnect (1001: going away).
+    let closed = loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("a close frame within 10 s");
+        match frame {
+            Some(Ok(Message::Close(Some(close)))) => break close,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(closed.code, CloseCode::Away);
+    assert!(closed.reason.contains("fra-2"), "{}", closed.reason);
 
     // From now on fra-1 serves none of it; its requests go to fra-2, which
     // asks again and gets the same state.

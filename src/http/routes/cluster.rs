@@ -53,6 +53,7 @@ pub async fn give(
         Verdict::HandOver => {}
     }
     let copy = state.engine.hand_off(&id, &claimant).await?;
+    state.engine.events().announce_moved(&id, &claimant);
     metrics::counter!(crate::telemetry::HANDOFFS, "side" => "given").increment(1);
     tracing::info!(actor = %id, to = %claimant, "actor handed off");
     let Some((path, durability)) = copy else {

@@ -90,6 +90,7 @@ async fn run_socket(
                 Some(Err(err)) => break Some(receive_error(err)),
             },
             frame = live.recv() => match frame {
+                Ok(Frame::Moved(to)) => break Some((GOING_AWAY, format!("the actor moved to {to}; reconnect"))),
                 Ok(frame) => match deliver(&mut sink, frame, &mut live).await {
                     Delivered::All => {}
                     Delivered::Stalled => {
@@ -223,6 +224,10 @@ fn message(frame: Frame) -> Message {
         Frame::Change { json, .. } => Message::Text(Utf8Bytes::from(&*json)),
         Frame::Text(text) => Message::Text(Utf8Bytes::from(&*text)),
         Frame::Binary(bytes) => Message::Binary(bytes),
+        // The socket loop closes instead of sending this.
+        Frame::Moved(to) => Message::Text(Utf8Bytes::from(format!(
+            "{{\"type\": \"moved\", \"to\": \"{to}\"}}"
+        ))),
     }
 }
 
@@ -294,6 +299,8 @@ fn change_stream(
                     () = closing.cancelled() => return None,
                 };
                 match frame {
+                    // The actor went to another machine: the client reconnects.
+                    Ok(Frame::Moved(_)) => return None,
                     Ok(frame) => {
                         if let Some(event) = sse_event(frame) {
                             return Some((Ok(event), (live, closing, release)));
@@ -312,7 +319,7 @@ fn change_stream(
 fn sse_event(frame: Frame) -> Option<Event> {
     match frame {
         Frame::Change { seq, json } => Some(Event::default().id(seq.to_string()).data(&*json)),
-        Frame::Text(_) | Frame::Binary(_) => None,
+        Frame::Text(_) | Frame::Binary(_) | Frame::Moved(_) => None,
     }
 }
 
