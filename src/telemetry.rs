@@ -25,6 +25,8 @@ pub const WS_DROPPED: &str = "roost_ws_dropped_total";
 pub const HANDOFFS: &str = "roost_handoffs_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// How often queued histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The process-wide Prometheus handle, installing the recorder on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -46,6 +48,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // renders this (empty) one rather than crashing.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        // Histogram samples queue up until folded into their buckets; a
+        // server nobody scrapes would otherwise keep every sample.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("roost-metrics".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            });
         handle
     })
 }

@@ -36,7 +36,9 @@ pub async fn route(
     next: Next,
 ) -> Result<Response, ApiError> {
     // Invalid IDs and unknown regions are reported by the handler itself.
-    if state.node.is_alone() {
+    // A machine alone owns everything, unless it once handed actors off
+    // (to a machine gone since: see `handoff::ensure_held`).
+    if state.node.is_alone() && !state.engine.has_moved() {
         return Ok(next.run(request).await);
     }
     let path = request.uri().path().to_owned();

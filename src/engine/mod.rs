@@ -434,6 +434,11 @@ impl Engine {
         self.inner.moved_to(id)
     }
 
+    /// Whether any actor was ever handed off from here (and not back).
+    pub fn has_moved(&self) -> bool {
+        self.inner.any_moved.load(Ordering::Acquire)
+    }
+
     /// Forgets that the actor was handed off: it may live here again (the
     /// machine it went to no longer has it).
     pub fn forget_moved(&self, id: &ActorId) -> Result<(), EngineError> {

@@ -276,6 +276,17 @@ async fn a_joining_machine_takes_over_its_actors_with_their_state_and_never_fork
         (status, body["value"].as_i64(), machine.as_str()),
         (200, Some(1), "fra-2")
     );
+
+    // fra-2 is removed without a drain: its actors' data goes with it
+    // (SPEC §4), and fra-1, alone again, starts them afresh rather than
+    // answering 503 for ever.
+    region.kill9("fra-2");
+    region.start("fra-1", &["fra-1"]);
+    let (status, body, machine) = add(&client, &region.url("fra-1"), &first, 1).await;
+    assert_eq!(
+        (status, body["value"].as_i64(), machine.as_str()),
+        (200, Some(1), "fra-1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
