@@ -169,10 +169,7 @@ impl RedisProcess {
     /// `Ok(None)` when no `redis-server` is on PATH.
     fn start(persistence: Persistence) -> anyhow::Result<Option<RedisProcess>> {
         let dir = ScratchDir::new("redis")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .context("finding a free port")?
-            .port();
+        let port = crate::dev::ports::spare_port().context("finding a free port")?;
         let spawned = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(persistence.args())

@@ -4,6 +4,7 @@
 //! to some machine and honours `fly-replay`, so routing can be tried
 //! without a Fly account.
 
+pub mod ports;
 mod proxy;
 
 use crate::cluster::{Member, Routing};
@@ -54,9 +55,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut members = Vec::new();
     for region in &regions {
         for n in 1..=args.per_region {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            let port = ports::spare_port()?;
             members.push(Member {
                 machine_id: format!("{region}-{n}"),
                 region: region.clone(),

@@ -231,13 +231,10 @@ impl Drop for Process {
     }
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port that no outgoing connection takes before the
+/// process under test binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    roost::dev::ports::spare_port().unwrap()
 }
 
 /// A `roost dev` cluster: the proxy and its machines.
