@@ -41,6 +41,9 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// Page size of new actor files (existing and imported files keep theirs).
+const NEW_PAGE_SIZE: u64 = 2048;
+
 /// Marks a file as a roost actor database (`PRAGMA application_id`).
 const APPLICATION_ID: i64 = 0x726f_6f73;
 
@@ -120,6 +123,12 @@ impl ActorDb {
             slot,
         };
         if matches!(location, Location::File(_)) {
+            if !exists {
+                // Only before the first write: an actor holds a handful of
+                // small rows, and its four pages (schema, meta, KV,
+                // counters) take 8 KiB on disk instead of 16.
+                db.pragma(&format!("PRAGMA page_size = {NEW_PAGE_SIZE}"))?;
+            }
             // One connection per actor: hold the file exclusively, which also
             // keeps the WAL index in memory (no -shm file to create, map and
             // delete on every open and close).
@@ -128,7 +137,11 @@ impl ActorDb {
             db.pragma("PRAGMA synchronous = FULL")?;
             db.pragma("PRAGMA journal_size_limit = 8388608")?;
         }
-        let max_pages = limits.max_actor_bytes.div_ceil(4096).max(16);
+        let page_size = match db.pragma_value("PRAGMA page_size")? {
+            Value::Integer(size) if size > 0 => size as u64,
+            _ => NEW_PAGE_SIZE,
+        };
+        let max_pages = limits.max_actor_bytes.div_ceil(page_size).max(16);
         db.pragma(&format!("PRAGMA max_page_count = {max_pages}"))?;
         db.init_schema(id, create)?;
         if let (Location::File(file), false) = (location, exists) {
