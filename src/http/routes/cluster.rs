@@ -5,20 +5,21 @@ use crate::actor_id::ActorId;
 use crate::cluster::handoff::{judge, Verdict, CLAIMANT, DURABILITY};
 use crate::http::problem::ApiError;
 use crate::http::AppState;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-fn claimant(headers: &HeaderMap) -> Result<String, ApiError> {
-    headers
+/// The actor and the machine asking for it, from a hand-off request.
+fn handoff_request(raw: &str, headers: &HeaderMap) -> Result<(ActorId, String), ApiError> {
+    let id = ActorId::parse(raw).map_err(crate::error::EngineError::from)?;
+    let claimant = headers
         .get(CLAIMANT)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| ApiError::InvalidRequest(format!("the {CLAIMANT} header is required")))
+        .ok_or_else(|| ApiError::InvalidRequest(format!("the {CLAIMANT} header is required")))?;
+    Ok((id, claimant))
 }
 
 /// Hands the actor to the asking machine if this one stores it and agrees
@@ -42,8 +43,7 @@ pub async fn give(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = ActorId::parse(&raw).map_err(crate::error::EngineError::from)?;
-    let claimant = claimant(&headers)?;
+    let (id, claimant) = handoff_request(&raw, &headers)?;
     // Not the claim lock: two machines claiming from each other must not
     // wait for each other.
     let _no_requests = state.handoffs.exclusive(&id).await;
@@ -59,27 +59,14 @@ pub async fn give(
     let Some((path, durability)) = copy else {
         return Ok(([(DURABILITY, "memory")], StatusCode::OK).into_response());
     };
-    let file = tokio::fs::File::open(&path).await;
-    // The open handle keeps the data readable; the name can go now.
-    let _ = tokio::fs::remove_file(&path).await;
-    let file = file.map_err(crate::error::EngineError::from)?;
-    let length = file.metadata().await.map(|m| m.len()).ok();
-    let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        "application/vnd.sqlite3".parse().expect("static header"),
-    );
-    headers.insert(
+    let mut response = super::transfer::sqlite_file(&path).await?;
+    response.headers_mut().insert(
         DURABILITY,
         durability
             .as_str()
             .parse()
             .expect("durability names are ASCII"),
     );
-    if let Some(length) = length {
-        headers.insert(CONTENT_LENGTH, length.into());
-    }
     Ok(response)
 }
 
@@ -103,8 +90,7 @@ pub async fn confirm(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let id = ActorId::parse(&raw).map_err(crate::error::EngineError::from)?;
-    let claimant = claimant(&headers)?;
+    let (id, claimant) = handoff_request(&raw, &headers)?;
     let _no_requests = state.handoffs.exclusive(&id).await;
     match state.engine.moved_to(&id) {
         Some(to) if to == claimant => {

@@ -30,24 +30,31 @@ pub async fn export(
     target: Target,
 ) -> Result<Response, ApiError> {
     let path = state.engine.export(&target.actor).await?;
-    let file = tokio::fs::File::open(&path).await;
-    // The open handle keeps the data readable; the name can go now.
-    let _ = tokio::fs::remove_file(&path).await;
-    let file = file.map_err(crate::error::EngineError::from)?;
-    let length = file.metadata().await.map(|m| m.len()).ok();
+    let mut response = sqlite_file(&path).await?;
     let name = format!(
         "attachment; filename=\"{}.db\"",
         &target.actor.file_stem()[..16]
     );
+    if let Ok(value) = name.parse() {
+        response.headers_mut().insert(CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// Streams the temporary SQLite file at `path` (an export or a hand-off
+/// copy) as the response body, and removes its name.
+pub async fn sqlite_file(path: &std::path::Path) -> Result<Response, ApiError> {
+    let file = tokio::fs::File::open(path).await;
+    // The open handle keeps the data readable; the name can go now.
+    let _ = tokio::fs::remove_file(path).await;
+    let file = file.map_err(crate::error::EngineError::from)?;
+    let length = file.metadata().await.map(|m| m.len()).ok();
     let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
         "application/vnd.sqlite3".parse().expect("static header"),
     );
-    if let Ok(value) = name.parse() {
-        headers.insert(CONTENT_DISPOSITION, value);
-    }
     if let Some(length) = length {
         headers.insert(CONTENT_LENGTH, length.into());
     }
