@@ -25,6 +25,8 @@ struct Machine {
 struct Region {
     dir: tempfile::TempDir,
     machines: BTreeMap<&'static str, Machine>,
+    /// `forward` or `replay`.
+    routing: &'static str,
 }
 
 impl Region {
@@ -45,6 +47,7 @@ impl Region {
         Region {
             dir: tempfile::tempdir().unwrap(),
             machines,
+            routing: "forward",
         }
     }
 
@@ -63,7 +66,7 @@ impl Region {
         if let Some(mut old) = machine.process.take() {
             assert!(old.terminate().success());
         }
-        machine.process = Some(start(&machine.listen, &data, id, &peers));
+        machine.process = Some(start(&machine.listen, &data, id, &peers, self.routing));
     }
 
     fn url(&self, id: &str) -> String {
@@ -76,7 +79,7 @@ impl Region {
     }
 }
 
-fn start(listen: &str, data: &Path, id: &str, peers: &str) -> Process {
+fn start(listen: &str, data: &Path, id: &str, peers: &str, routing: &str) -> Process {
     let args = [
         "--region",
         "fra",
@@ -85,7 +88,7 @@ fn start(listen: &str, data: &Path, id: &str, peers: &str) -> Process {
         "--peers",
         peers,
         "--routing",
-        "forward",
+        routing,
         "--forward-timeout-ms",
         "1500",
         "--durability",
@@ -453,4 +456,46 @@ async fn a_drained_machine_hands_every_actor_to_its_next_owner_before_it_leaves(
         assert_eq!(total, i as i64 + 1);
     }
     assert_eq!(value(&client, &region.url("fra-1"), &fresh).await.0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fly_replay_a_moved_actor_is_replayed_to_where_it_went() {
+    let client = fresh_client();
+    let both = ["fra-1", "fra-2"];
+    let mut region = Region::new(&both);
+    region.routing = "replay";
+    region.start("fra-1", &["fra-1"]);
+    let mut moving = (0..400).map(actor).filter(|id| owner(id, &both) == "fra-2");
+    let (pulled, held) = (moving.next().unwrap(), moving.next().unwrap());
+    for id in [&pulled, &held] {
+        assert_eq!(add(&client, &region.url("fra-1"), id, 5).await.0, 200);
+    }
+    region.start("fra-1", &both);
+    region.start("fra-2", &both);
+
+    // The new owner pulls the actor on its first request.
+    let (status, body, machine) = add(&client, &region.url("fra-2"), &pulled, 1).await;
+    assert_eq!(
+        (status, body["value"].as_i64(), machine.as_str()),
+        (200, Some(6), "fra-2")
+    );
+    // The old holder now answers with a replay to it, touching nothing.
+    let replayed = client
+        .post(format!(
+            "{}/v1/actors/{}/counters/n",
+            region.url("fra-1"),
+            seg(&pulled)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 409);
+    assert_eq!(replayed.headers()["fly-replay"], "instance=fra-2");
+    // An actor nobody asked for yet is still served where it lives.
+    let (status, body, machine) = add(&client, &region.url("fra-1"), &held, 1).await;
+    assert_eq!(
+        (status, body["value"].as_i64(), machine.as_str()),
+        (200, Some(6), "fra-1")
+    );
+    assert_eq!(value(&client, &region.url("fra-2"), &pulled).await.0, 6);
 }
