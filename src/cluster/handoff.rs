@@ -257,7 +257,13 @@ pub enum Verdict {
 
 /// Decides a hand-off request (under the actor's exclusive lock).
 pub fn judge(state: &AppState, id: &ActorId, claimant: &str) -> Result<Verdict, ApiError> {
-    if let Some(to) = state.engine.moved_to(id) {
+    // A hand-off to a machine that has left since (without a drain) no
+    // longer counts: the actor went with it.
+    let moved = state
+        .engine
+        .moved_to(id)
+        .filter(|to| state.node.member(to).is_some());
+    if let Some(to) = moved {
         return Ok(if to != claimant {
             Verdict::Refuse(format!("the actor moved to {to}"))
         } else if state.engine.has_file(id) {

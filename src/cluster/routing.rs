@@ -68,16 +68,14 @@ pub async fn route(
     // The live copy is served where it is, whatever the hash now says; a
     // hand-off of it waits until this request is answered.
     let serving = state.handoffs.serving(&actor).await;
-    let moved = state.engine.moved_to(&actor);
+    // A machine that left without a drain took the actor with it: route by
+    // the hash again (its new owner starts it afresh, SPEC §4).
+    let moved = state
+        .engine
+        .moved_to(&actor)
+        .and_then(|to| state.node.member(&to));
     let placement = match &moved {
-        Some(to) => match state.node.member(to) {
-            Some(member) => Placement::Owner(member),
-            None => {
-                return Err(ApiError::OwnerUnavailable(format!(
-                    "actor {actor} moved to {to}, which is no longer a member"
-                )))
-            }
-        },
+        Some(member) => Placement::Owner(member.clone()),
         None if state.engine.holds(&actor) => {
             let response = next.run(request).await;
             drop(serving);

@@ -499,3 +499,40 @@ async fn with_fly_replay_a_moved_actor_is_replayed_to_where_it_went() {
     );
     assert_eq!(value(&client, &region.url("fra-2"), &pulled).await.0, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_to_a_machine_removed_without_a_drain_does_not_wedge_the_actor() {
+    let client = fresh_client();
+    let mut region = Region::new(&["fra-1", "fra-2", "fra-3"]);
+    // An actor that moves fra-1 -> fra-2, and belongs to fra-3 once fra-2 is gone.
+    let id = (0..1000)
+        .map(actor)
+        .find(|id| {
+            owner(id, &["fra-1", "fra-2"]) == "fra-2" && owner(id, &["fra-1", "fra-3"]) == "fra-3"
+        })
+        .unwrap();
+    region.start("fra-1", &["fra-1"]);
+    assert_eq!(add(&client, &region.url("fra-1"), &id, 7).await.0, 200);
+    region.start("fra-1", &["fra-1", "fra-2"]);
+    region.start("fra-2", &["fra-1", "fra-2"]);
+    let (status, body, machine) = add(&client, &region.url("fra-2"), &id, 1).await;
+    assert_eq!(
+        (status, body["value"].as_i64(), machine.as_str()),
+        (200, Some(8), "fra-2")
+    );
+
+    // fra-2 leaves without a drain; fra-3 joins. fra-1's tombstone points
+    // to a machine that is gone: the actor starts afresh on fra-3 (SPEC §4)
+    // instead of answering 503 for ever.
+    region.kill9("fra-2");
+    region.start("fra-1", &["fra-1", "fra-3"]);
+    region.start("fra-3", &["fra-1", "fra-3"]);
+    for entry in ["fra-1", "fra-3"] {
+        let (status, body, machine) = add(&client, &region.url(entry), &id, 1).await;
+        assert_eq!((status, machine.as_str()), (200, "fra-3"), "{body}");
+    }
+    assert_eq!(
+        value(&client, &region.url("fra-1"), &id).await,
+        (2, "fra-3".to_owned())
+    );
+}
