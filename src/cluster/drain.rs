@@ -10,7 +10,9 @@
 //!    which fetches it through the ordinary hand-off (see `handoff`).
 //!
 //! `GET /v1/cluster/drain` reports how many actors are still here; at 0
-//! the machine can be destroyed.
+//! the machine can be destroyed. From then on it also tells the others it
+//! is drained, so once it is gone they do not wait for it to answer
+//! hand-off requests (with static `--peers`, it may stay listed).
 
 use super::placement::Placement;
 use crate::actor_id::ActorId;
@@ -93,13 +95,19 @@ async fn run(state: Arc<AppState>) {
     }
 }
 
-/// Tells every other machine that this one is leaving.
+/// Tells every other machine that this one is leaving, and once a pass
+/// found nothing left here, that it is drained.
 async fn announce(state: &AppState) {
     let me = &state.node.machine_id;
+    let drained = state.drain.progress.lock().remaining == Some(0);
     let members = state.node.membership.members();
     let peers = members.iter().filter(|m| m.machine_id != *me);
     futures::future::join_all(peers.map(|peer| {
-        let url = format!("{}/v1/cluster/leaving/{me}", peer.address);
+        let url = format!(
+            "{}/v1/cluster/leaving/{me}{}",
+            peer.address,
+            if drained { "?drained=true" } else { "" }
+        );
         async move {
             if let Err(err) = super::handoff::internal(state, reqwest::Method::POST, url)
                 .send()

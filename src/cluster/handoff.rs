@@ -97,7 +97,10 @@ pub async fn ensure_held(state: &AppState, id: &ActorId) -> Result<(), ApiError>
         return Ok(());
     }
     let home = state.node.home_region(id)?;
-    let peers = state.node.peers_in(&home);
+    let membership = &state.node.membership;
+    let mut peers = state.node.peers_in(&home);
+    // A drained machine holds nothing: its silence proves nothing either way.
+    peers.retain(|peer| !membership.is_drained(&peer.machine_id));
     if peers.is_empty() && state.engine.moved_to(id).is_none() {
         return Ok(());
     }

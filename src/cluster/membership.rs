@@ -30,6 +30,8 @@ pub struct Membership {
     /// The members that may own actors: all but the leaving ones.
     owners: RwLock<Arc<Vec<Member>>>,
     leaving: RwLock<BTreeSet<String>>,
+    /// Leaving members that reported holding no actor any more.
+    drained: RwLock<BTreeSet<String>>,
     last_seen: RwLock<BTreeMap<String, Instant>>,
 }
 
@@ -61,6 +63,17 @@ impl Membership {
 
     pub fn is_leaving(&self, machine_id: &str) -> bool {
         self.leaving.read().contains(machine_id)
+    }
+
+    /// `machine_id` left and holds no actor: nobody needs to ask it for
+    /// one, so its absence blocks nothing (see `handoff::ensure_held`).
+    pub fn mark_drained(&self, machine_id: &str) {
+        self.mark_leaving(machine_id);
+        self.drained.write().insert(machine_id.to_owned());
+    }
+
+    pub fn is_drained(&self, machine_id: &str) -> bool {
+        self.drained.read().contains(machine_id)
     }
 
     fn replace(&self, mut members: Vec<Member>) {
@@ -245,5 +258,8 @@ mod tests {
         assert_eq!(membership.owners().as_ref(), &vec![m("a")]);
         membership.observe(vec![m("a")], Duration::from_secs(600));
         assert_eq!(membership.members().as_ref(), &vec![m("a")]);
+        assert!(!membership.is_drained("b"));
+        membership.mark_drained("b");
+        assert!(membership.is_drained("b") && membership.is_leaving("b"));
     }
 }

@@ -448,8 +448,15 @@ async fn a_drained_machine_hands_every_actor_to_its_next_owner_before_it_leaves(
     assert_eq!((status, machine.as_str()), (200, "fra-1"));
     assert!(listed(&client, &urls[1]).await.is_empty());
 
-    // fra-2 is removed: fra-1, alone, has every actor.
+    // fra-2 is stopped but still listed in fra-1's peers. It announced that
+    // it holds nothing (every 2 s), so new actors do not wait for it.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     region.kill9("fra-2");
+    let newer = actor(ACTORS + 500);
+    let (status, body, machine) = add(&client, &urls[0], &newer, 1).await;
+    assert_eq!((status, machine.as_str()), (200, "fra-1"), "{body}");
+
+    // fra-2 is removed from the list: fra-1, alone, has every actor.
     region.start("fra-1", &["fra-1"]);
     for i in 0..ACTORS {
         let (total, _) = value(&client, &region.url("fra-1"), &actor(i)).await;

@@ -141,18 +141,36 @@ pub async fn claim(
     post,
     path = "/v1/cluster/leaving/{machine}",
     tag = "cluster",
-    params(("machine" = String, Path, description = "Machine ID of the draining machine")),
+    params(
+        ("machine" = String, Path, description = "Machine ID of the draining machine"),
+        ("drained" = Option<bool>, Query, description = "It holds no actor any more")
+    ),
     responses((status = 204, description = "Noted"))
 )]
 pub async fn leaving(
     State(state): State<Arc<AppState>>,
     Path(machine): Path<String>,
+    axum::extract::Query(notice): axum::extract::Query<LeavingNotice>,
 ) -> StatusCode {
-    if !state.node.membership.is_leaving(&machine) {
+    let membership = &state.node.membership;
+    if !membership.is_leaving(&machine) {
         tracing::info!(%machine, "machine is draining; it owns nothing from now on");
     }
-    state.node.membership.mark_leaving(&machine);
+    if notice.drained {
+        if !membership.is_drained(&machine) {
+            tracing::info!(%machine, "machine is drained; it holds no actor");
+        }
+        membership.mark_drained(&machine);
+    } else {
+        membership.mark_leaving(&machine);
+    }
     StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+pub struct LeavingNotice {
+    #[serde(default)]
+    drained: bool,
 }
 
 /// Starts draining this machine: its actors move to their next owners, and
