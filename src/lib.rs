@@ -5,6 +5,7 @@
 //! any front: the HTTP server in [`http`] and the C ABI both drive it.
 
 pub mod actor_id;
+pub mod alloc;
 pub mod bench;
 pub mod cluster;
 pub mod config;

@@ -4,9 +4,10 @@ use clap::Parser;
 use roost::config::{Cli, Command};
 
 // The server allocates small buffers on every request from several threads;
-// glibc's allocator spent a sixth of the CPU time there under load.
+// glibc's allocator spent a sixth of the CPU time there under load. Actor
+// threads use the system allocator (see `roost::alloc`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: roost::alloc::RoostAlloc = roost::alloc::RoostAlloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -244,6 +244,7 @@ impl Engine {
             .name("roost-actor".into())
             .stack_size(ACTOR_STACK_BYTES)
             .spawn(move || {
+                crate::alloc::use_system_heap_on_this_thread();
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Actor::run(&thread_cell, rx, predecessor)
                 }));

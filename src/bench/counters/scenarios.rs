@@ -19,12 +19,8 @@ use crate::bench::report::CountCheck;
 use crate::Durability;
 
 /// `plan.clients` tasks `POST`ing without a body over `targets`.
-async fn post_load(
-    client: &reqwest::Client,
-    targets: &[String],
-    plan: Plan,
-) -> anyhow::Result<Load> {
-    let posters = Poster::many(client, targets, plan.clients, None, false)?;
+async fn post_load(targets: &[String], plan: Plan) -> anyhow::Result<Load> {
+    let posters = Poster::many(targets, plan.clients, None, false)?;
     drive(posters, plan.measure, &[]).await
 }
 
@@ -44,7 +40,7 @@ pub(super) async fn bare_axum(plan: Plan) -> anyhow::Result<Row> {
         .with_state(counts.clone());
     let server = Server::axum(app).await?;
     let targets = vec![format!("{}/inc/hits", server.base)];
-    let load = post_load(&http_client(plan.clients)?, &targets, plan).await?;
+    let load = post_load(&targets, plan).await?;
     server.stop().await;
     let stored = counts.lock().values().sum();
     Ok(measured(BARE_AXUM, load, stored, false))
@@ -108,7 +104,7 @@ pub(super) async fn naive_sqlite(plan: Plan) -> anyhow::Result<Row> {
         .with_state(db.clone());
     let server = Server::axum(app).await?;
     let targets = vec![format!("{}/inc/hits", server.base)];
-    let load = post_load(&http_client(plan.clients)?, &targets, plan).await?;
+    let load = post_load(&targets, plan).await?;
     server.stop().await;
 
     let stored = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
@@ -144,8 +140,8 @@ pub(super) async fn roost(
             .map(|i| format!("{base}/v1/actors/bench-{i}/counters/hits"))
             .collect(),
     };
-    let client = http_client(plan.clients)?;
-    let load = post_load(&client, &targets, plan).await?;
+    let load = post_load(&targets, plan).await?;
+    let client = http_client(1)?;
     let mut stored = 0;
     for url in &targets {
         stored += counter_value(&client, url).await?;

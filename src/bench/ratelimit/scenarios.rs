@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{Plan, POLICY};
 use crate::bench::fixture::{RoostServer, ScratchDir, Server};
-use crate::bench::load::{drive, drive_threads, http_client, Answer, Caller, Load, Poster};
+use crate::bench::load::{drive, drive_threads, Answer, Caller, Load, Poster};
 use crate::bench::redis::{fresh_prefix, Redis};
 use crate::{Durability, Engine, EngineConfig};
 
@@ -37,13 +37,7 @@ async fn decide_over_http(
         .iter()
         .map(|key| format!("{base}/v1/ratelimit/{key}"))
         .collect();
-    let posters = Poster::many(
-        &http_client(clients)?,
-        &targets,
-        clients,
-        Some(request_body()),
-        true,
-    )?;
+    let posters = Poster::many(&targets, clients, Some(request_body()), true)?;
     drive(posters, plan.measure, &[]).await
 }
 
