@@ -8,9 +8,9 @@
 //! commit). `buffered` actors answer at once and keep the transaction open
 //! until `flush_interval_ms` or `flush_max_ops` is reached.
 //!
-//! A `memory` actor keeps its counters in a write-back map
-//! ([`CounterCache`]) and writes them to the table before user SQL or an
-//! export can read it.
+//! `memory` and `buffered` actors keep their counters in a write-back map
+//! ([`CounterCache`]) and write them to the table before user SQL or an
+//! export can read it (and, buffered, at each flush).
 //!
 //! SQLite may roll back a whole transaction by itself (an interrupted
 //! write, a full disk). The ops applied in it are kept until commit and
@@ -288,7 +288,7 @@ impl Actor {
         };
         // Nothing uncommitted anywhere: a read saw acknowledged data only.
         let committed_only = !db.in_transaction() && self.pending.is_empty();
-        if !db.in_transaction() && !self.pending.is_empty() {
+        if !db.in_transaction() && (!self.pending.is_empty() || self.counters.has_uncommitted()) {
             // SQLite dropped the whole transaction: re-apply the ops in it.
             self.replay();
         }
@@ -306,6 +306,13 @@ impl Actor {
                 if self.limiter.dirty_len() > 0 {
                     self.unflushed_since.get_or_insert_with(Instant::now);
                 }
+                Outcome::Now(Ok(output))
+            }
+            (Durability::Buffered, Ok(output)) if matches!(op, Op::CounterAdd { .. }) => {
+                // Like the limiter's, the counter cache is its own log:
+                // written at flush, never replayed (that would add twice).
+                self.emit(&op, &output);
+                self.unflushed_since.get_or_insert_with(Instant::now);
                 Outcome::Now(Ok(output))
             }
             (Durability::Buffered, Ok(output)) => {
@@ -363,9 +370,19 @@ impl Actor {
         // Memory actors have nothing to sync: each op commits on its own
         // (SQL atomically, in its savepoint) and is answered at once.
         let durability = db.durability();
-        if durability == Durability::Memory {
-            // Their counters live in memory; SQL may read the table, so it
-            // sees the current values first.
+        // Reads need no transaction of their own: outside the batch's they
+        // read committed data, inside it they see its writes. A buffered
+        // actor's SQL may first write cached counters, in the transaction.
+        let writes = op.writes()
+            || (durability == Durability::Buffered
+                && matches!(op, Op::Sql(_))
+                && self.counters.unflushed() > 0);
+        if durability != Durability::Memory && writes && !db.in_transaction() {
+            db.begin()?;
+        }
+        if durability != Durability::Durable {
+            // Memory and buffered counters live in memory; SQL may read
+            // the table, so it sees the current values first.
             match op {
                 Op::CounterAdd { name, by } => {
                     return self.counters.add(db, name, *by).map(OpOutput::Counter)
@@ -376,10 +393,6 @@ impl Actor {
                 Op::Sql(_) => self.counters.write(db)?,
                 _ => {}
             }
-        } else if !db.in_transaction() && op.writes() {
-            // Reads need no transaction of their own: outside the batch's
-            // they read committed data, inside it they see its writes.
-            db.begin()?;
         }
         if let Op::RateLimit {
             key,
@@ -407,6 +420,7 @@ impl Actor {
     /// Re-applies the uncommitted ops after SQLite rolled back on its own.
     fn replay(&mut self) {
         metrics::counter!(telemetry::TRANSACTION_REPLAYS).increment(1);
+        self.counters.rolled_back();
         let pending = std::mem::take(&mut self.pending);
         let mut lost = 0usize;
         for mut entry in pending {
@@ -437,17 +451,24 @@ impl Actor {
 
     /// Buffered mode: enough writes are waiting, or the oldest waited long enough.
     fn flush_due(&self) -> bool {
-        let unwritten = self.pending.len() + self.limiter.dirty_len();
-        unwritten >= self.inner.config.flush_max_ops
+        self.unwritten() >= self.inner.config.flush_max_ops
             || self.flush_deadline().is_some_and(|d| d <= Instant::now())
+    }
+
+    /// Buffered mode: writes a flush has yet to commit (ops, limiter keys,
+    /// counters, and one for counter rows already in the transaction).
+    fn unwritten(&self) -> usize {
+        self.pending.len()
+            + self.limiter.dirty_len()
+            + self.counters.unflushed()
+            + usize::from(self.counters.has_uncommitted())
     }
 
     /// Ends a batch: commit and answer (durable, memory) or flush if due (buffered).
     fn end_batch(&mut self) {
         match self.durability() {
             Durability::Buffered => {
-                let unwritten = self.pending.len() + self.limiter.dirty_len();
-                if unwritten == 0 || self.flush_due() {
+                if self.unwritten() == 0 || self.flush_due() {
                     self.flush();
                 }
             }
@@ -467,7 +488,10 @@ impl Actor {
             Ok(())
         };
         match &committed {
-            Ok(()) => self.limiter.written(),
+            Ok(()) => {
+                self.limiter.written();
+                self.counters.committed();
+            }
             Err(err) => {
                 db.rollback();
                 tracing::warn!(actor = %self.id, error = %err, "commit failed; the batch is not acknowledged");
@@ -516,14 +540,18 @@ impl Actor {
             self.unflushed_since = None;
             return;
         };
-        if self.limiter.dirty_len() > 0 {
+        if self.limiter.dirty_len() > 0 || self.counters.unflushed() > 0 {
             let written = match db.in_transaction() {
                 true => Ok(()),
                 false => db.begin(),
             }
-            .and_then(|()| self.limiter.write(db));
+            .and_then(|()| self.limiter.write(db))
+            .and_then(|()| self.counters.write(db));
             if let Err(err) = written {
-                tracing::error!(actor = %self.id, error = %err, "writing rate-limit state failed; retrying on the next interval");
+                tracing::error!(actor = %self.id, error = %err, "writing rate-limit or counter state failed; retrying on the next interval");
+                if !db.in_transaction() {
+                    self.replay();
+                }
                 self.unflushed_since = Some(Instant::now());
                 return;
             }
@@ -541,6 +569,7 @@ impl Actor {
             Ok(()) => {
                 self.forget_pending();
                 self.limiter.written();
+                self.counters.committed();
                 self.unflushed_since = None;
             }
             Err(err) => {

@@ -2,11 +2,17 @@
 //! error (a CHECK constraint, or a checked add in memory), never SQLite's
 //! silent switch to floating point.
 //!
-//! [`CounterCache`] keeps a `memory` actor's counters in memory: adds and
-//! gets are answered from a map, and changed values are written to the
-//! table before anything can read it (user SQL, export). User SQL cannot
-//! write `_roost_*` (the authorizer), so the map and the table never
-//! disagree about a value anyone can see.
+//! [`CounterCache`] keeps a `memory` or `buffered` actor's counters in
+//! memory: adds and gets are answered from a map, and changed values are
+//! written to the table before anything can read it (user SQL, export) and
+//! at each buffered flush. User SQL cannot write `_roost_*` (the
+//! authorizer), so the map and the table never disagree about a value
+//! anyone can see.
+//!
+//! A buffered actor writes inside its open transaction, which SQLite may
+//! roll back by itself (an interrupt, a full disk): the map is then the
+//! only record of the acknowledged values, and [`CounterCache::rolled_back`]
+//! makes the next write put every one of them back.
 
 use super::{as_i64, ActorDb};
 use crate::error::EngineError;
@@ -90,6 +96,10 @@ pub struct CounterCache {
     entries: HashMap<String, Cached>,
     /// Entries whose value is not yet in the table.
     dirty: usize,
+    /// Rows written inside a transaction that has not committed yet.
+    uncommitted: bool,
+    /// The table lost writes the entries still hold: write them all.
+    rewrite_all: bool,
 }
 
 impl CounterCache {
@@ -106,6 +116,7 @@ impl CounterCache {
         let grows = entry
             .stored
             .is_none_or(|stored| record_bytes(value) > record_bytes(stored));
+        let wrote_in_transaction = grows && db.in_transaction();
         if grows {
             db.counter_set(name, value)?;
             entry.stored = Some(value);
@@ -116,6 +127,7 @@ impl CounterCache {
             (true, false) => self.dirty -= 1,
             _ => {}
         }
+        self.uncommitted |= wrote_in_transaction;
         Ok(value)
     }
 
@@ -126,17 +138,49 @@ impl CounterCache {
 
     /// Writes every changed value to the table.
     pub fn write(&mut self, db: &mut ActorDb) -> Result<(), EngineError> {
-        if self.dirty == 0 {
+        if self.dirty == 0 && !self.rewrite_all {
             return Ok(());
         }
+        self.uncommitted |= db.in_transaction();
         for (name, entry) in &mut self.entries {
-            if entry.dirty() {
+            if self.rewrite_all || entry.dirty() {
                 db.counter_set(name, entry.value)?;
                 entry.stored = Some(entry.value);
-                self.dirty -= 1;
             }
         }
+        self.dirty = 0;
+        self.rewrite_all = false;
         Ok(())
+    }
+
+    /// Values (or rows) the table does not hold yet, committed or not:
+    /// what a buffered flush still has to write.
+    pub fn unflushed(&self) -> usize {
+        match self.rewrite_all {
+            true => self.entries.len(),
+            false => self.dirty,
+        }
+    }
+
+    /// Whether rows were written in the open transaction (so its loss is
+    /// theirs too).
+    pub fn has_uncommitted(&self) -> bool {
+        self.uncommitted
+    }
+
+    /// The transaction holding this cache's writes committed.
+    pub fn committed(&mut self) {
+        self.uncommitted = false;
+        if self.entries.len() >= MAX_CACHED && self.unflushed() == 0 {
+            self.entries.clear();
+        }
+    }
+
+    /// SQLite rolled the open transaction back: the table may lack any
+    /// value written since the last commit, so the next write puts back all.
+    pub fn rolled_back(&mut self) {
+        self.rewrite_all |= self.uncommitted;
+        self.uncommitted = false;
     }
 
     /// Forgets everything (the database was closed, replaced or destroyed).
@@ -149,7 +193,11 @@ impl CounterCache {
         if !self.entries.contains_key(name) {
             if self.entries.len() >= MAX_CACHED {
                 self.write(db)?;
-                self.entries.clear();
+                // Written but not committed, the values may still be
+                // needed after a rollback: they are dropped at the commit.
+                if !self.uncommitted {
+                    self.entries.clear();
+                }
             }
             let stored = db.counter_load(name)?;
             let cached = Cached {
@@ -251,6 +299,36 @@ mod tests {
         for (name, entry) in &cache.entries {
             assert_eq!(db.counter_get(name).unwrap(), entry.value, "{name}");
         }
+    }
+
+    #[test]
+    fn after_a_rollback_every_cached_value_is_written_again() {
+        let mut db = memory_db();
+        let mut cache = CounterCache::default();
+        cache.add(&mut db, "kept", 7).unwrap();
+        // A buffered transaction: a new row (written at once) and a value
+        // that only lives in the cache.
+        db.begin().unwrap();
+        cache.add(&mut db, "kept", 1).unwrap();
+        cache.add(&mut db, "new", 1).unwrap();
+        cache.add(&mut db, "new", 4).unwrap();
+        assert!(cache.has_uncommitted());
+        db.rollback();
+        cache.rolled_back();
+        assert_eq!(
+            db.counter_get("new").unwrap(),
+            0,
+            "the row went with the rollback"
+        );
+        assert_eq!(cache.unflushed(), 2);
+        db.begin().unwrap();
+        cache.write(&mut db).unwrap();
+        db.commit().unwrap();
+        cache.committed();
+        assert_eq!(cache.unflushed(), 0);
+        assert!(!cache.has_uncommitted());
+        assert_eq!(db.counter_get("kept").unwrap(), 8);
+        assert_eq!(db.counter_get("new").unwrap(), 5);
     }
 
     #[test]

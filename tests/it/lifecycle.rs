@@ -74,6 +74,15 @@ async fn buffered_writes_survive_an_interrupted_write_in_the_same_transaction() 
         .sql("buf", json!({"sql": "SELECT count(*) FROM big"}))
         .await;
     assert_eq!(body["results"][0]["rows"][0][0], 0);
+    // Counters live in memory until a flush; SQL still sees their values,
+    // put back into the table after the rollback took them out.
+    let (_, body) = server
+        .sql(
+            "buf",
+            json!({"sql": "SELECT value FROM _roost_counters WHERE name = 'n'"}),
+        )
+        .await;
+    assert_eq!(body["results"][0]["rows"][0][0], 50);
 }
 
 #[test]
