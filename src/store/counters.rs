@@ -332,6 +332,30 @@ mod tests {
     }
 
     #[test]
+    fn a_full_cache_keeps_uncommitted_values_until_the_commit() {
+        let mut db = memory_db();
+        let mut cache = CounterCache::default();
+        db.begin().unwrap();
+        for i in 0..=MAX_CACHED {
+            cache.add(&mut db, &format!("c{i}"), 2).unwrap();
+            cache.add(&mut db, &format!("c{i}"), 3).unwrap();
+        }
+        // The cache filled up and wrote itself into the open transaction;
+        // a rollback now must not lose the values it had written.
+        db.rollback();
+        cache.rolled_back();
+        db.begin().unwrap();
+        cache.write(&mut db).unwrap();
+        db.commit().unwrap();
+        cache.committed();
+        for i in [0, MAX_CACHED / 2, MAX_CACHED] {
+            assert_eq!(db.counter_get(&format!("c{i}")).unwrap(), 5, "c{i}");
+        }
+        // Committed, the full cache starts over.
+        assert!(cache.entries.is_empty());
+    }
+
+    #[test]
     fn record_sizes_match_sqlite_serial_types() {
         assert_eq!(record_bytes(1), 0);
         assert_eq!(record_bytes(2), 1);
