@@ -96,7 +96,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
     let _ = write_report(&mut report, &started, plan, &rows);
     report.truncate(report.trim_end().len());
     report.push('\n');
-    Ok(Finished { report, failure })
+    Ok(Finished::new(report, failure))
 }
 
 fn write_report(out: &mut String, started: &str, plan: Plan, rows: &[Row]) -> std::fmt::Result {

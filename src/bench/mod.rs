@@ -133,6 +133,19 @@ enum Part {
 struct Finished {
     report: String,
     failure: Option<anyhow::Error>,
+    /// Files removed only once the report is out: deleting a million
+    /// actors takes longer than measuring them.
+    leftover: Option<fixture::ScratchDir>,
+}
+
+impl Finished {
+    fn new(report: String, failure: Option<anyhow::Error>) -> Self {
+        Finished {
+            report,
+            failure,
+            leftover: None,
+        }
+    }
 }
 
 /// Runs the chosen suites; prints each report and appends it to `--out`.
@@ -168,6 +181,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     eprintln!("appended to {}", args.out.display());
                 }
                 failures.extend(finished.failure);
+                if let Some(dir) = finished.leftover {
+                    eprintln!(
+                        "bench: removing {} (interrupting leaves it behind)",
+                        dir.path().display()
+                    );
+                    let cleanup = std::time::Instant::now();
+                    drop(dir);
+                    eprintln!(
+                        "bench: removed it in {:.1} s",
+                        cleanup.elapsed().as_secs_f64()
+                    );
+                }
             }
             Err(err) => failures.push(err),
         }

@@ -125,10 +125,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
             Ok(_) => None,
             Err(err) => Some(anyhow::anyhow!("cold open scenario failed: {err}")),
         });
-    Ok(Finished {
-        report: report.render(),
-        failure,
-    })
+    Ok(Finished::new(report.render(), failure))
 }
 
 /// One row of the HTTP table.

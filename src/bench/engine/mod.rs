@@ -141,10 +141,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
         rows,
         setup_failures,
     };
-    Ok(Finished {
-        report: report.render(),
-        failure,
-    })
+    Ok(Finished::new(report.render(), failure))
 }
 
 /// One engine and one baseline connection for `mode`, measured op by op,

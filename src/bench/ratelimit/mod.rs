@@ -171,8 +171,5 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
         rows,
         redis_about,
     };
-    Ok(Finished {
-        report: report.render(),
-        failure,
-    })
+    Ok(Finished::new(report.render(), failure))
 }

@@ -90,10 +90,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
             fan_out: fan_out?,
         });
     }
-    Ok(Finished {
-        report: render(&started, measure, &rows)?,
-        failure,
-    })
+    Ok(Finished::new(render(&started, measure, &rows)?, failure))
 }
 
 fn render(started: &str, measure: Duration, rows: &[Row]) -> anyhow::Result<String> {

@@ -107,7 +107,7 @@ pub(super) fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
 pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
     let plan = Plan::from_args(args)?;
     let started = super::report::utc_now();
-    let report = tokio::task::spawn_blocking(move || measure(plan, started))
+    let (report, dir) = tokio::task::spawn_blocking(move || measure(plan, started))
         .await
         .context("the scale suite panicked")??;
     let failure = report
@@ -116,10 +116,12 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
     Ok(Finished {
         report: report.render(),
         failure,
+        leftover: Some(dir),
     })
 }
 
-fn measure(plan: Plan, started: String) -> anyhow::Result<Report> {
+/// The report, and the data dir to remove once it is written.
+fn measure(plan: Plan, started: String) -> anyhow::Result<(Report, ScratchDir)> {
     let dir = ScratchDir::new("scale")?;
     progress(&format!("creating {} actors", plan.actors));
     let creation = create::create(dir.path(), &plan).context("creating the actors")?;
@@ -133,13 +135,7 @@ fn measure(plan: Plan, started: String) -> anyhow::Result<Report> {
     let access = access::random_access(dir.path(), &plan).map_err(|err| format!("{err:#}"));
     progress("sustained writes, WAL sizes");
     let wal = wal::sustained(plan.window).map_err(|err| format!("{err:#}"));
-    let cleanup = Instant::now();
-    drop(dir);
-    eprintln!(
-        "bench: removed the scale data dir in {:.1} s",
-        cleanup.elapsed().as_secs_f64()
-    );
-    Ok(Report {
+    let report = Report {
         started,
         plan,
         creation,
@@ -148,7 +144,8 @@ fn measure(plan: Plan, started: String) -> anyhow::Result<Report> {
         resident,
         access,
         wal,
-    })
+    };
+    Ok((report, dir))
 }
 
 /// The engine settings of every phase over the scale data dir.
