@@ -729,8 +729,8 @@ impl Actor {
 
     fn close(&mut self) {
         self.settle();
-        if self.durability() == Durability::Buffered && !self.pending.is_empty() {
-            tracing::error!(actor = %self.id, writes = self.pending.len(), "closing with unflushed buffered writes");
+        if self.durability() == Durability::Buffered && self.unwritten() > 0 {
+            tracing::error!(actor = %self.id, writes = self.unwritten(), "closing with unflushed buffered writes");
         }
         self.limiter.clear();
         self.counters.clear();
