@@ -143,12 +143,14 @@ impl CounterCache {
         }
         self.uncommitted |= db.in_transaction();
         for (name, entry) in &mut self.entries {
-            if self.rewrite_all || entry.dirty() {
+            let dirty = entry.dirty();
+            if self.rewrite_all || dirty {
                 db.counter_set(name, entry.value)?;
                 entry.stored = Some(entry.value);
+                // Counted as it goes: a failure midway leaves the count true.
+                self.dirty -= usize::from(dirty);
             }
         }
-        self.dirty = 0;
         self.rewrite_all = false;
         Ok(())
     }
