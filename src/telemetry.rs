@@ -118,3 +118,20 @@ fn describe() {
         "Rate-limit decisions by outcome (allowed true/false)"
     );
 }
+
+/// Counts one rate-limit decision. The handles are looked up once, after
+/// the recorder is installed: the macro's per-call lookup would cost more
+/// than the decision itself.
+pub fn count_decision(allowed: bool) {
+    static COUNTERS: OnceLock<[metrics::Counter; 2]> = OnceLock::new();
+    let counter =
+        |allowed: &'static str| metrics::counter!(RATELIMIT_DECISIONS, "allowed" => allowed);
+    if HANDLE.get().is_none() {
+        return counter(if allowed { "true" } else { "false" }).increment(1);
+    }
+    let [denied, admitted] = COUNTERS.get_or_init(|| [counter("false"), counter("true")]);
+    match allowed {
+        true => admitted.increment(1),
+        false => denied.increment(1),
+    }
+}

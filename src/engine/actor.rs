@@ -22,7 +22,7 @@ use super::{Done, Inner};
 use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
-use crate::limiter::state::LimiterState;
+use crate::limiter::state::ActorLimiter;
 use crate::store::counters::CounterCache;
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
@@ -75,8 +75,9 @@ pub(crate) struct Actor {
     pending: Vec<Pending>,
     unflushed_since: Option<Instant>,
     pinned: Arc<AtomicBool>,
-    /// Rate-limit state, when this actor is a limiter shard.
-    limiter: LimiterState,
+    /// Rate-limit state, when this actor is a limiter shard (shared with
+    /// callers, who decide on their own threads once it is loaded).
+    limiter: ActorLimiter,
     /// A memory actor's counters (see `CounterCache`).
     counters: CounterCache,
     /// Where change events go, when someone listens.
@@ -96,7 +97,7 @@ impl Actor {
             pending: Vec::new(),
             unflushed_since: None,
             pinned,
-            limiter: LimiterState::default(),
+            limiter: ActorLimiter::default(),
             counters: CounterCache::default(),
             hub: HubCache::default(),
             flush_requested: false,
@@ -211,8 +212,12 @@ impl Actor {
     }
 
     fn flush_deadline(&self) -> Option<Instant> {
-        self.unflushed_since
-            .map(|t| t + self.inner.config.flush_interval())
+        // Callers' rate-limit decisions change keys without the actor.
+        let since = match (self.unflushed_since, self.limiter.dirty_since()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        since.map(|t| t + self.inner.config.flush_interval())
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -246,6 +251,7 @@ impl Actor {
         }
         match op {
             Op::Destroy => {
+                self.limiter.retire();
                 self.settle();
                 return Outcome::Now(self.destroy());
             }
@@ -254,10 +260,12 @@ impl Actor {
                 return Outcome::Now(self.export());
             }
             Op::HandOff { to } => {
+                self.limiter.retire();
                 self.settle();
                 return Outcome::Now(self.hand_off(&to));
             }
             Op::Import { path } => {
+                self.limiter.retire();
                 self.settle();
                 let result = self.import(&path, create_as);
                 let _ = std::fs::remove_file(&path);
@@ -288,7 +296,11 @@ impl Actor {
         };
         // Nothing uncommitted anywhere: a read saw acknowledged data only.
         let committed_only = !db.in_transaction() && self.pending.is_empty();
-        if !db.in_transaction() && (!self.pending.is_empty() || self.counters.has_uncommitted()) {
+        if !db.in_transaction()
+            && (!self.pending.is_empty()
+                || self.counters.has_uncommitted()
+                || self.limiter.has_in_flight())
+        {
             // SQLite dropped the whole transaction: re-apply the ops in it.
             self.replay();
         }
@@ -401,9 +413,13 @@ impl Actor {
             spend,
         } = op
         {
+            if !self.limiter.is_attached() {
+                self.limiter.attach(self.inner.limiter(&self.id));
+            }
+            let callers_may_decide = durability != Durability::Durable;
             return self
                 .limiter
-                .decide(db, key, policy, *cost, *spend)
+                .decide(db, key, policy, *cost, *spend, callers_may_decide)
                 .map(OpOutput::RateLimit);
         }
         if !op.needs_savepoint() {
@@ -421,6 +437,7 @@ impl Actor {
     fn replay(&mut self) {
         metrics::counter!(telemetry::TRANSACTION_REPLAYS).increment(1);
         self.counters.rolled_back();
+        self.limiter.rolled_back();
         let pending = std::mem::take(&mut self.pending);
         let mut lost = 0usize;
         for mut entry in pending {
@@ -494,6 +511,7 @@ impl Actor {
             }
             Err(err) => {
                 db.rollback();
+                self.limiter.rolled_back();
                 tracing::warn!(actor = %self.id, error = %err, "commit failed; the batch is not acknowledged");
             }
         }
@@ -728,6 +746,7 @@ impl Actor {
     }
 
     fn close(&mut self) {
+        self.limiter.retire();
         self.settle();
         if self.durability() == Durability::Buffered && self.unwritten() > 0 {
             tracing::error!(actor = %self.id, writes = self.unwritten(), "closing with unflushed buffered writes");

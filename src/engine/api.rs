@@ -7,7 +7,7 @@ use super::Engine;
 use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
-use crate::limiter::state::Spend;
+use crate::limiter::state::{After, Spend};
 use crate::limiter::{Decision, Policy};
 use crate::store::kv::{KvEntry, ListPage, ListQuery, Precondition};
 use crate::store::sql::{SqlRequest, SqlResponse};
@@ -135,25 +135,51 @@ impl Engine {
         cost: u64,
         spend: Spend,
     ) -> Result<Decision, EngineError> {
-        let create_as = match self.config().durability {
-            Durability::Memory => Durability::Memory,
-            _ => Durability::Buffered,
-        };
         let op = Op::RateLimit {
             key: key.to_owned(),
             policy,
             cost,
             spend,
         };
+        op.validate(&self.config().limits)?;
+        if let Some(decision) = self.decide_here(id, key, &policy, cost, spend) {
+            crate::telemetry::count_decision(decision.allowed);
+            return Ok(decision);
+        }
+        let create_as = match self.config().durability {
+            Durability::Memory => Durability::Memory,
+            _ => Durability::Buffered,
+        };
         match self.call(id, op, Some(create_as)).await? {
             OpOutput::RateLimit(decision) => {
-                let allowed = if decision.allowed { "true" } else { "false" };
-                metrics::counter!(crate::telemetry::RATELIMIT_DECISIONS, "allowed" => allowed)
-                    .increment(1);
+                crate::telemetry::count_decision(decision.allowed);
                 Ok(decision)
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Decides on this thread from the limiter actor's shared state, when
+    /// the actor has loaded it: no hop to the actor's thread, and no wait
+    /// for a flush in progress there. `None`: the actor must decide.
+    fn decide_here(
+        &self,
+        id: &ActorId,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+        spend: Spend,
+    ) -> Option<Decision> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let limiters = self.inner.limiters.read();
+        let (decision, after) = limiters.get(id)?.decide_live(key, policy, cost, spend)?;
+        drop(limiters);
+        if after == After::WakeActor {
+            self.wake(id);
+        }
+        Some(decision)
     }
 
     /// The limiter actor that holds `key`.

@@ -12,6 +12,7 @@ pub mod watchdog;
 use crate::actor_id::ActorId;
 use crate::config::{Durability, EngineConfig};
 use crate::error::EngineError;
+use crate::limiter::state::SharedLimiter;
 use crate::store::catalog::Catalog;
 use crate::telemetry;
 pub use actor::Reply;
@@ -32,7 +33,7 @@ const ACTOR_STACK_BYTES: usize = 1 << 20;
 /// The embeddable engine. Cheap to share behind an `Arc`; safe to use from
 /// many threads. Dropping it shuts it down.
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -42,6 +43,9 @@ pub(crate) struct Inner {
     pub events: events::Events,
     /// The limiter actors' IDs, worked out once.
     pub limiter_ids: Vec<ActorId>,
+    /// Rate-limit state of every actor that has decided, shared between
+    /// its thread and callers (see `limiter::state`).
+    pub(crate) limiters: parking_lot::RwLock<HashMap<ActorId, Arc<SharedLimiter>>>,
     registry: Mutex<Registry>,
     /// Actors handed off to another machine, and where they went (mirrors
     /// the catalog's `moved` table).
@@ -154,6 +158,7 @@ impl Engine {
             watchdog,
             events: events::Events::default(),
             limiter_ids,
+            limiters: Default::default(),
             registry: Mutex::new(Registry::default()),
             any_moved: AtomicBool::new(!moved.is_empty()),
             moved: parking_lot::RwLock::new(moved),
@@ -227,7 +232,7 @@ impl Engine {
         msg: Msg,
     ) -> Result<(), EngineError> {
         if registry.open.len() >= self.inner.config.max_open_actors {
-            evict_lru(registry);
+            evict_lru(&self.inner, registry);
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let pinned = Arc::new(AtomicBool::new(false));
@@ -356,6 +361,13 @@ impl Engine {
             let _ = tx.send(Mail::Wake);
         }
         Ok(answer)
+    }
+
+    /// Wakes the actor's thread to re-read its flush deadline.
+    pub(crate) fn wake(&self, id: &ActorId) {
+        if let Some(slot) = self.inner.registry.lock().open.get(id) {
+            let _ = slot.tx.send(Mail::Wake);
+        }
     }
 
     /// Describes a stored (or in-memory) actor without opening it.
@@ -525,6 +537,32 @@ impl Inner {
         self.config.data_dir.join("tmp").join(name)
     }
 
+    /// The rate-limit state shared with `id`'s thread, made on first use.
+    pub fn limiter(&self, id: &ActorId) -> Arc<SharedLimiter> {
+        if let Some(shared) = self.limiters.read().get(id) {
+            return shared.clone();
+        }
+        self.limiters
+            .write()
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(SharedLimiter::new(self.config.flush_max_ops)))
+            .clone()
+    }
+
+    /// The shared rate-limit state of `id`, if it ever decided.
+    pub fn existing_limiter(&self, id: &ActorId) -> Option<Arc<SharedLimiter>> {
+        self.limiters.read().get(id).cloned()
+    }
+
+    /// When the actor was last used: ops go through its slot, rate-limit
+    /// decisions made by callers only touch its shared state.
+    fn last_used(&self, id: &ActorId, slot: &Slot) -> Instant {
+        let decided = self
+            .existing_limiter(id)
+            .and_then(|shared| shared.last_used());
+        decided.map_or(slot.last_used, |at| at.max(slot.last_used))
+    }
+
     pub fn moved_to(&self, id: &ActorId) -> Option<String> {
         if !self.any_moved.load(Ordering::Acquire) {
             return None;
@@ -586,15 +624,25 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, EngineError> {
 }
 
 /// Closes the least recently used actor that is not pinned in memory.
-fn evict_lru(registry: &mut Registry) {
-    let victim = registry
-        .open
-        .iter()
-        .filter(|(_, slot)| !slot.pinned.load(Ordering::Acquire))
-        .min_by_key(|(_, slot)| slot.last_used)
-        .map(|(id, _)| id.clone());
-    if let Some(id) = victim {
+fn evict_lru(inner: &Inner, registry: &mut Registry) {
+    // A limiter actor's slot does not see the decisions callers make on
+    // its shared state: a candidate used since is moved up and the choice
+    // made again (limiter actors are few, so this ends quickly).
+    loop {
+        let victim = registry
+            .open
+            .iter_mut()
+            .filter(|(_, slot)| !slot.pinned.load(Ordering::Acquire))
+            .min_by_key(|(_, slot)| slot.last_used);
+        let Some((id, slot)) = victim else { return };
+        let last_used = inner.last_used(id, slot);
+        if last_used > slot.last_used {
+            slot.last_used = last_used;
+            continue;
+        }
+        let id = id.clone();
         close_slot(registry, &id, "lru");
+        return;
     }
 }
 
@@ -620,13 +668,16 @@ fn reap_idle(inner: std::sync::Weak<Inner>) {
         let now = Instant::now();
         let idle_ids: Vec<ActorId> = registry
             .open
-            .iter()
+            .iter_mut()
             .filter(|(_, slot)| {
                 !slot.pinned.load(Ordering::Acquire)
                     && slot.tx.is_empty()
                     && now.duration_since(slot.last_used) >= idle
             })
-            .map(|(id, _)| id.clone())
+            .filter_map(|(id, slot)| {
+                slot.last_used = inner.last_used(id, slot);
+                (now.duration_since(slot.last_used) >= idle).then(|| id.clone())
+            })
             .collect();
         for id in &idle_ids {
             close_slot(&mut registry, id, "idle");

@@ -2,7 +2,7 @@
 //! microseconds since the Unix epoch. The engine writes it; user SQL may
 //! read it but not write it (the authorizer guards `_roost_*`).
 
-use super::{as_i64, ActorDb};
+use super::{as_i64, block_on, ActorDb};
 use crate::error::EngineError;
 use libsql::Value;
 
@@ -21,15 +21,29 @@ impl ActorDb {
         Ok(())
     }
 
-    pub fn ratelimit_load(&mut self, key: &str) -> Result<Option<i64>, EngineError> {
-        let row = self.query_row(
-            "SELECT tat FROM _roost_ratelimit WHERE key = ?1",
-            [Value::Text(key.to_owned())],
-        )?;
-        match row.as_deref() {
-            Some([tat]) => as_i64(tat).map(Some),
-            _ => Ok(None),
-        }
+    /// Every active key with its TAT, after [`Self::ratelimit_prepare`].
+    pub fn ratelimit_load_all(&mut self, now_us: i64) -> Result<Vec<(String, i64)>, EngineError> {
+        self.ratelimit_prepare(now_us)?;
+        let stmt = self.cached("SELECT key, tat FROM _roost_ratelimit")?;
+        stmt.reset();
+        let result = (|| {
+            let mut rows = block_on(stmt.query(()))?;
+            let mut all = Vec::new();
+            while let Some(row) = block_on(rows.next())? {
+                all.push((row.get_value(0)?, row.get_value(1)?));
+            }
+            Ok(all)
+        })();
+        stmt.reset();
+        let rows: Vec<(Value, Value)> = result.map_err(|e: libsql::Error| self.error(e))?;
+        rows.into_iter()
+            .map(|(key, tat)| match key {
+                Value::Text(key) => Ok((key, as_i64(&tat)?)),
+                other => Err(EngineError::Internal(format!(
+                    "a rate-limit key is stored as {other:?}, not text"
+                ))),
+            })
+            .collect()
     }
 
     pub fn ratelimit_store(&mut self, key: &str, tat_us: i64) -> Result<(), EngineError> {
