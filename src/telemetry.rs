@@ -3,6 +3,7 @@
 //! `metrics` macros; one process-wide recorder collects everything.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 pub const HTTP_REQUESTS: &str = "roost_http_requests_total";
@@ -134,4 +135,32 @@ pub fn count_decision(allowed: bool) {
         true => admitted.increment(1),
         false => denied.increment(1),
     }
+}
+
+/// Labels of one HTTP request's metrics; all static, so no allocation.
+pub type RequestLabels = [(&'static str, &'static str); 3];
+
+/// Counts one HTTP request and records its duration, through handles kept
+/// per label set once the recorder is installed.
+pub fn record_request(labels: RequestLabels, seconds: f64) {
+    type Handles = (metrics::Counter, metrics::Histogram);
+    static CACHE: OnceLock<parking_lot::RwLock<HashMap<RequestLabels, Handles>>> = OnceLock::new();
+    if HANDLE.get().is_none() {
+        metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+        metrics::histogram!(HTTP_DURATION, &labels).record(seconds);
+        return;
+    }
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((count, duration)) = cache.read().get(&labels) {
+        count.increment(1);
+        duration.record(seconds);
+        return;
+    }
+    let handles = (
+        metrics::counter!(HTTP_REQUESTS, &labels),
+        metrics::histogram!(HTTP_DURATION, &labels),
+    );
+    handles.0.increment(1);
+    handles.1.record(seconds);
+    cache.write().insert(labels, handles);
 }

@@ -36,9 +36,7 @@ pub async fn route(
     next: Next,
 ) -> Result<Response, ApiError> {
     // Invalid IDs and unknown regions are reported by the handler itself.
-    // A machine alone owns everything, unless it once handed actors off
-    // (to a machine gone since: see `handoff::ensure_held`).
-    if state.node.is_alone() && !state.engine.has_moved() {
+    if !may_route_elsewhere(&state) {
         return Ok(next.run(request).await);
     }
     let path = request.uri().path().to_owned();
@@ -108,6 +106,13 @@ pub async fn route(
             "no machine of the actor's home region is known yet".into(),
         )),
     }
+}
+
+/// Whether any request could be served elsewhere: a machine alone owns
+/// everything, unless it once handed actors off (to a machine gone since:
+/// see `handoff::ensure_held`).
+pub fn may_route_elsewhere(state: &AppState) -> bool {
+    !state.node.is_alone() || state.engine.has_moved()
 }
 
 /// Reads a rate-limit request's small JSON body for its `mode`, and puts

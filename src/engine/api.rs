@@ -135,17 +135,17 @@ impl Engine {
         cost: u64,
         spend: Spend,
     ) -> Result<Decision, EngineError> {
+        super::ops::validate_ratelimit(key, &policy, cost, spend, &self.config().limits)?;
+        if let Some(decision) = self.decide_here(id, key, &policy, cost, spend) {
+            crate::telemetry::count_decision(decision.allowed);
+            return Ok(decision);
+        }
         let op = Op::RateLimit {
             key: key.to_owned(),
             policy,
             cost,
             spend,
         };
-        op.validate(&self.config().limits)?;
-        if let Some(decision) = self.decide_here(id, key, &policy, cost, spend) {
-            crate::telemetry::count_decision(decision.allowed);
-            return Ok(decision);
-        }
         let create_as = match self.config().durability {
             Durability::Memory => Durability::Memory,
             _ => Durability::Buffered,

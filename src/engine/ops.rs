@@ -114,19 +114,7 @@ impl Op {
 
     /// Input checks that need no database: sizes of keys, values and names.
     pub fn validate(&self, limits: &crate::config::Limits) -> Result<(), EngineError> {
-        let key_ok = |what: &str, key: &str| {
-            if key.is_empty() {
-                Err(EngineError::InvalidRequest(format!("{what} is empty")))
-            } else if key.len() > limits.max_key_bytes {
-                Err(EngineError::TooLarge(format!(
-                    "{what} is {} bytes; the limit is {}",
-                    key.len(),
-                    limits.max_key_bytes
-                )))
-            } else {
-                Ok(())
-            }
-        };
+        let key_ok = |what: &str, key: &str| check_key(what, key, limits);
         match self {
             Op::KvGet { key } | Op::KvDelete { key, .. } => key_ok("key", key),
             Op::KvPut { key, value, .. } => {
@@ -146,14 +134,7 @@ impl Op {
                 policy,
                 cost,
                 spend,
-            } => {
-                key_ok("rate-limit key", key)?;
-                policy.validate()?;
-                match spend {
-                    crate::limiter::state::Spend::IfAllowed => policy.check_cost(*cost),
-                    crate::limiter::state::Spend::Always => Ok(()),
-                }
-            }
+            } => validate_ratelimit(key, policy, *cost, *spend, limits),
             Op::Sql(_)
             | Op::KvList(_)
             | Op::Destroy
@@ -202,5 +183,36 @@ impl Op {
                 ))
             }
         })
+    }
+}
+
+fn check_key(what: &str, key: &str, limits: &crate::config::Limits) -> Result<(), EngineError> {
+    if key.is_empty() {
+        Err(EngineError::InvalidRequest(format!("{what} is empty")))
+    } else if key.len() > limits.max_key_bytes {
+        Err(EngineError::TooLarge(format!(
+            "{what} is {} bytes; the limit is {}",
+            key.len(),
+            limits.max_key_bytes
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A rate-limit request's checks ([`Op::validate`] of `Op::RateLimit`),
+/// for callers that decide without building the op.
+pub fn validate_ratelimit(
+    key: &str,
+    policy: &Policy,
+    cost: u64,
+    spend: crate::limiter::state::Spend,
+    limits: &crate::config::Limits,
+) -> Result<(), EngineError> {
+    check_key("rate-limit key", key, limits)?;
+    policy.validate()?;
+    match spend {
+        crate::limiter::state::Spend::IfAllowed => policy.check_cost(cost),
+        crate::limiter::state::Spend::Always => Ok(()),
     }
 }

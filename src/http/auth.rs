@@ -35,14 +35,27 @@ pub enum Perm {
     ReadWrite,
 }
 
-pub async fn authorize(
+/// Every API route's gate: who may call (this module), then where the
+/// actor lives (`cluster::routing`). One middleware rather than two: each
+/// layer costs every request a clone of the route and a boxed future.
+pub async fn gate(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    check(&state, &request)?;
+    if !crate::cluster::routing::may_route_elsewhere(&state) {
+        return Ok(next.run(request).await);
+    }
+    // Boxed: routing's future is large, and this one is made per request.
+    Box::pin(crate::cluster::routing::route(State(state), request, next)).await
+}
+
+/// Whether the request's bearer token lets it through.
+fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
     let auth = &state.auth;
     if auth.token.is_none() && auth.jwt_secret.is_none() {
-        return Ok(next.run(request).await);
+        return Ok(());
     }
     let presented = request
         .headers()
@@ -55,7 +68,7 @@ pub async fn authorize(
         .as_deref()
         .is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()))
     {
-        return Ok(next.run(request).await);
+        return Ok(());
     }
     let Some(secret) = &auth.jwt_secret else {
         return Err(ApiError::Unauthorized("invalid bearer token".into()));
@@ -81,7 +94,7 @@ pub async fn authorize(
     if !reads && claims.perm != Perm::ReadWrite {
         return Err(ApiError::Forbidden("the token is read-only".into()));
     }
-    Ok(next.run(request).await)
+    Ok(())
 }
 
 fn decode(token: &str, secret: &str) -> Result<Claims, ApiError> {

@@ -7,7 +7,6 @@
 //! with hyper-util's builder directly.
 
 use super::HttpLimits;
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -42,7 +41,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// connection finish its in-flight request and waits for them.
 pub async fn run(
     listener: TcpListener,
-    app: Router,
+    app: super::App,
     limits: &HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

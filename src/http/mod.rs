@@ -13,13 +13,8 @@ pub mod problem;
 pub(crate) mod routes;
 
 use crate::engine::Engine;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::HeaderValue;
 use axum::middleware;
-use axum::response::Response;
 use axum::Router;
-use problem::ApiError;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -199,55 +194,23 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     })
 }
 
-/// The full router.
-pub fn app(state: Arc<AppState>) -> Router {
+/// The whole HTTP service: the routes, behind the [`observe::Edge`].
+pub type App = observe::Edge<Router>;
+
+/// The full service. Request bodies need no router-wide limit: every route
+/// that reads one does so through `extract::RawBody`/`JsonBody` (at most
+/// `max_body_bytes`) or streams it with its own cap (imports).
+pub fn app(state: Arc<AppState>) -> App {
     crate::telemetry::prometheus();
-    let body_limit = state.engine.config().limits.max_body_bytes;
     let (api, _) = api_routes().split_for_parts();
     let (public, _) = public_routes().split_for_parts();
-    let api = api
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authorize,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::cluster::routing::route,
-        ));
-    let limits = tower::ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            ApiError::RequestTimeout("the request took too long and was abandoned".into())
-        }))
-        .timeout(state.limits.request_timeout)
-        .concurrency_limit(state.limits.max_concurrent_requests.max(1));
-    Router::new()
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), auth::gate));
+    let router = Router::new()
         .merge(public)
         .merge(api)
         .fallback(routes::health::no_route)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(limits)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
-        .layer(middleware::map_response_with_state(
-            state.clone(),
-            served_by,
-        ))
-        .with_state(state)
-}
-
-/// Names the machine that answered, on every response (a forwarded
-/// answer keeps the owner's names).
-async fn served_by(State(state): State<Arc<AppState>>, mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    if let Ok(region) = HeaderValue::from_str(&state.node.region) {
-        headers.entry("roost-region").or_insert(region);
-    }
-    if let Ok(machine) = HeaderValue::from_str(&state.node.machine_id) {
-        headers.entry("roost-machine").or_insert(machine);
-    }
-    response
+        .with_state(state.clone());
+    observe::Edge::new(state, router)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes

@@ -1,65 +1,163 @@
-//! Per-request metrics and access logs, with a request id that is taken
-//! from `x-request-id` when the caller sent one and echoed back.
+//! What every request passes through first, in one service: the request
+//! id (taken from `x-request-id` when the caller sent one, echoed back),
+//! the concurrency cap and the request timeout, per-request metrics and
+//! access logs, and the `roost-region` / `roost-machine` headers.
+//!
+//! One hand-written layer rather than a stack of middleware: each layer
+//! costs every request a clone of the service below it and a boxed future,
+//! and on a rate-limit decision those were most of the server's own time.
 
 use super::extract::actor_in_path;
+use super::problem::ApiError;
 use super::AppState;
 use crate::telemetry;
-use axum::extract::{Request, State};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::Semaphore;
 
-const REQUEST_ID: &str = "x-request-id";
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const REGION: HeaderName = HeaderName::from_static("roost-region");
+const MACHINE: HeaderName = HeaderName::from_static("roost-machine");
 
-pub async fn observe(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|v| v.len() <= 128)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID, value);
+/// The service in front of the router (see the module docs).
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    state: Arc<AppState>,
+    /// Requests being handled at most (`max_concurrent_requests`); more wait.
+    permits: Arc<Semaphore>,
+    served_by: Arc<[(HeaderName, HeaderValue)]>,
+}
+
+impl<S> Edge<S> {
+    pub fn new(state: Arc<AppState>, inner: S) -> Self {
+        let permits = Arc::new(Semaphore::new(
+            state
+                .limits
+                .max_concurrent_requests
+                .clamp(1, Semaphore::MAX_PERMITS),
+        ));
+        let served_by = [
+            (REGION, &state.node.region),
+            (MACHINE, &state.node.machine_id),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, HeaderValue::from_str(value).ok()?)))
+        .collect();
+        Edge {
+            inner,
+            state,
+            permits,
+            served_by,
+        }
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let route = route_label(&path);
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Edge<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    // Static label values: no allocation per request on the hot path.
-    let labels = [
-        ("route", route),
-        ("method", method_label(&method)),
-        ("status", status_label(status)),
-    ];
-    metrics::counter!(telemetry::HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(telemetry::HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
-    if state.limits.access_log {
-        let actor = actor_in_path(&path);
-        tracing::info!(
-            target: "roost::access",
-            request_id,
-            method = %method,
-            route,
-            actor = actor.as_deref().unwrap_or(""),
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let mut request = request.map(axum::body::Body::new);
+        // The clone stays; the service that was polled ready serves.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (state, permits, served_by) = (
+            self.state.clone(),
+            self.permits.clone(),
+            self.served_by.clone(),
         );
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| v.len() <= 128 && v.to_str().is_ok())
+            .cloned()
+            .unwrap_or_else(fresh_request_id);
+        request.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let method = method_label(request.method());
+        let route = route_label(request.uri().path());
+        let logged_path = state
+            .limits
+            .access_log
+            .then(|| request.uri().path().to_owned());
+        Box::pin(async move {
+            let mut response = match permits.acquire().await {
+                Ok(_permit) => {
+                    match tokio::time::timeout(state.limits.request_timeout, inner.call(request))
+                        .await
+                    {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => ApiError::RequestTimeout(
+                            "the request took too long and was abandoned".into(),
+                        )
+                        .into_response(),
+                    }
+                }
+                // Never closed; answered all the same.
+                Err(_) => ApiError::Engine(crate::error::EngineError::Closed).into_response(),
+            };
+            let headers = response.headers_mut();
+            headers.reserve(3);
+            headers.insert(REQUEST_ID, request_id.clone());
+            // A forwarded answer keeps the owner's names.
+            for (name, value) in served_by.iter() {
+                headers.entry(name).or_insert_with(|| value.clone());
+            }
+            let status = response.status().as_u16();
+            let elapsed = started.elapsed();
+            let labels = [
+                ("route", route),
+                ("method", method),
+                ("status", status_label(status)),
+            ];
+            telemetry::record_request(labels, elapsed.as_secs_f64());
+            if let Some(path) = logged_path {
+                let actor = actor_in_path(&path);
+                tracing::info!(
+                    target: "roost::access",
+                    request_id = request_id.to_str().unwrap_or_default(),
+                    method,
+                    route,
+                    actor = actor.as_deref().unwrap_or(""),
+                    status,
+                    latency_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request"
+                );
+            }
+            Ok(response)
+        })
     }
-    response
+}
+
+/// 16 random hex digits.
+fn fresh_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = rand::random::<u64>();
+    let mut digits = [0u8; 16];
+    for digit in digits.iter_mut().rev() {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn method_label(method: &axum::http::Method) -> &'static str {

@@ -111,7 +111,7 @@ pub async fn decide(
         let global = resolve(&state, &body)?.1;
         state.local_usage.record(&key, global, body.cost);
     }
-    let headers = headers(&name, &policy, &decision);
+    let headers = headers(name, &policy, &decision);
     if !decision.allowed {
         return Err(ApiError::RateLimited(Box::new(Denied {
             key,
@@ -130,18 +130,16 @@ pub async fn decide(
 }
 
 /// The policy the request names, with the name its headers carry.
-fn resolve(state: &AppState, body: &LimitRequest) -> Result<(String, Policy), ApiError> {
+fn resolve<'a>(state: &AppState, body: &'a LimitRequest) -> Result<(&'a str, Policy), ApiError> {
     match (&body.policy, body.limit, body.window_ms) {
         (Some(name), None, None) => match state.ratelimit_policies.get(name) {
-            Some(policy) => Ok((name.clone(), policy)),
+            Some(policy) => Ok((name, policy)),
             None => Err(ApiError::InvalidRequest(format!(
                 "no rate-limit policy named {name:?} is configured (configured: {:?})",
                 state.ratelimit_policies.names()
             ))),
         },
-        (None, Some(limit), Some(window_ms)) => {
-            Ok(("default".to_owned(), Policy::new(limit, window_ms)?))
-        }
+        (None, Some(limit), Some(window_ms)) => Ok(("default", Policy::new(limit, window_ms)?)),
         (Some(_), _, _) => Err(ApiError::InvalidRequest(
             "give either \"policy\" or \"limit\" and \"window_ms\", not both".into(),
         )),
@@ -154,23 +152,28 @@ fn resolve(state: &AppState, body: &LimitRequest) -> Result<(String, Policy), Ap
 
 /// `RateLimit-Policy` and `RateLimit` as the IETF httpapi draft writes
 /// them: quota `q` per window `w` seconds; `r` units remaining, full again
-/// in `t` seconds.
+/// in `t` seconds. Built without `format!`: they are on every decision.
 fn headers(name: &str, policy: &Policy, decision: &Decision) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    // Room for the headers every response gets on its way out, too.
+    let mut headers = HeaderMap::with_capacity(8);
     let window_s = policy.window_ms.div_ceil(1000).max(1);
     let reset_s = decision.reset_ms.div_ceil(1000);
     let pairs = [
-        (
-            "ratelimit-policy",
-            format!("\"{name}\";q={};w={window_s}", policy.limit),
-        ),
-        (
-            "ratelimit",
-            format!("\"{name}\";r={};t={reset_s}", decision.remaining),
-        ),
+        ("ratelimit-policy", ["q", "w"], [policy.limit, window_s]),
+        ("ratelimit", ["r", "t"], [decision.remaining, reset_s]),
     ];
-    for (header, value) in pairs {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    for (header, params, values) in pairs {
+        let mut value = String::with_capacity(name.len() + 32);
+        value.push('"');
+        value.push_str(name);
+        value.push('"');
+        for (param, number) in params.into_iter().zip(values) {
+            value.push(';');
+            value.push_str(param);
+            value.push('=');
+            value.push_str(itoa::Buffer::new().format(number));
+        }
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
             headers.insert(HeaderName::from_static(header), value);
         }
     }
