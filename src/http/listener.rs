@@ -48,8 +48,6 @@ pub async fn run(
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(limits.max_headers);
     builder
@@ -81,24 +79,29 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let activity = super::idle::Activity::new();
+        let service =
+            TowerToHyperService::new(super::idle::Tracked::new(app.clone(), activity.clone()));
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let first_byte = limits.header_timeout;
+        let header_timeout = limits.header_timeout;
         let stopping = stopping.clone();
         tokio::spawn(async move {
             let _open = OpenConnection::new(permit);
             // hyper starts its header timer only once it knows the
             // protocol; a peer that never sends a byte is closed here.
             let sends = tokio::select! {
-                sends = sends_within(&stream, first_byte) => sends,
+                sends = sends_within(&stream, header_timeout) => sends,
                 () = stopping.cancelled() => false,
             };
             if !sends {
                 return;
             }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let _ = watcher.watch(connection).await;
+            // The header deadline (see `idle`): hyper's own would arm a
+            // timer for every request.
+            super::idle::close_when_idle(watcher.watch(connection), &activity, header_timeout)
+                .await;
         });
     }
     drop(listener);

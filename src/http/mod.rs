@@ -7,6 +7,7 @@
 
 mod auth;
 pub(crate) mod extract;
+mod idle;
 pub mod listener;
 mod observe;
 pub mod problem;

@@ -196,3 +196,84 @@ async fn ten_thousand_idle_connections_do_not_starve_a_client() {
     drop(idle);
     behaves(&process.url, "after", 3).await;
 }
+
+/// Sends one counter increment on `stream` and reads its whole answer.
+async fn increment_on(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"POST /v1/actors/kept/counters/n HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"by\":1}")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"value\"") {
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+            .await
+            .expect("an answer within 2 s")
+            .unwrap();
+        assert!(n > 0, "closed while in use");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_keep_alive_connection_stays_open_and_an_idle_one_is_closed() {
+    let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    // Three times the header timeout in all, never idle for as long as it.
+    let started = Instant::now();
+    let mut idle = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(increment_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+        idle = Instant::now();
+    }
+    assert!(until_closed(&mut stream, Duration::from_secs(3))
+        .await
+        .is_some());
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(1500),
+        "closed after {waited:?} idle; the header timeout is 500 ms"
+    );
+    assert!(server.counter("kept", "n").await >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_outlives_the_header_timeout() {
+    let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/actors/feed/events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    // Quiet for three header timeouts: a response is still being sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let response = reqwest::Client::new()
+        .post(server.actor("feed", "/counters/n"))
+        .json(&serde_json::json!({"by": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let event = async {
+        while !String::from_utf8_lossy(&seen).contains("\"counter\"") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream was closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), event)
+        .await
+        .expect("the change event arrives on the open stream");
+}
