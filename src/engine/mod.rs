@@ -255,6 +255,9 @@ impl Engine {
                 }));
                 if outcome.is_err() {
                     tracing::error!(actor = %thread_id, "actor thread panicked");
+                    if let Some(limiter) = inner.existing_limiter(&thread_id) {
+                        limiter.retire();
+                    }
                 }
                 let mut registry = inner.registry.lock();
                 if registry

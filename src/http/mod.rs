@@ -42,8 +42,9 @@ pub struct HttpLimits {
     pub max_concurrent_requests: usize,
     /// Emit one `roost::access` log event per request.
     pub access_log: bool,
-    /// Longest a client may take to send a request's headers (and to send
-    /// anything at all on a new or idle keep-alive connection).
+    /// Longest a connection may go without a request in progress: a
+    /// request's headers must complete within it, and a new or idle
+    /// keep-alive connection is closed after it (see `idle`).
     pub header_timeout: Duration,
     /// Open connections at most; more are closed on arrival.
     pub max_connections: usize,

@@ -142,6 +142,12 @@ impl SharedLimiter {
         ))
     }
 
+    /// Only the actor decides from now on: its thread died, and the next
+    /// decision starts a new one (which writes what the old one had not).
+    pub fn retire(&self) {
+        self.memory.lock().live = false;
+    }
+
     /// When a caller last decided here, if one ever did.
     pub fn last_used(&self) -> Option<Instant> {
         self.memory.lock().last_used
@@ -277,8 +283,9 @@ impl ActorLimiter {
             memory.next_sweep = memory.entries.len() * 2;
             memory.persistent = persistent;
             memory.loaded = true;
-            memory.live = callers_may_decide;
         }
+        // Also after a thread that panicked retired it (see `retire`).
+        memory.live = callers_may_decide;
         Ok(memory.decide(key, policy, cost, spend).0)
     }
 
@@ -366,7 +373,7 @@ impl ActorLimiter {
     /// changes and close, be destroyed, handed off or replaced).
     pub fn retire(&mut self) {
         if let Some(shared) = &self.shared {
-            shared.memory.lock().live = false;
+            shared.retire();
         }
     }
 
