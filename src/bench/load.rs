@@ -63,6 +63,25 @@ impl Load {
         }
     }
 
+    /// Adds a later slice of the same scenario (rounds run in turn with
+    /// other scenarios): counts and windows add up, latencies pool.
+    pub(super) fn absorb(&mut self, later: Load) {
+        let (before, after) = (self.elapsed.as_secs_f64(), later.elapsed.as_secs_f64());
+        self.other_cores = match (self.other_cores, later.other_cores) {
+            (Some(a), Some(b)) => Some((a * before + b * after) / (before + after).max(1e-9)),
+            _ => None,
+        };
+        let mut nanos = std::mem::take(&mut self.latencies.0);
+        nanos.extend(later.latencies.0);
+        self.latencies = Latencies::new(nanos);
+        self.measured_ok += later.measured_ok;
+        self.measured_denied += later.measured_denied;
+        self.elapsed += later.elapsed;
+        self.total_ok += later.total_ok;
+        self.errors += later.errors;
+        self.first_error = self.first_error.take().or(later.first_error);
+    }
+
     pub(super) fn requests_per_sec(&self) -> f64 {
         self.measured_ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -313,9 +332,20 @@ pub(super) async fn drive<C: Caller>(
     measure: Duration,
     helpers: &[u32],
 ) -> anyhow::Result<Load> {
+    drive_after(callers, WARM_UP, measure, helpers).await
+}
+
+/// [`drive`] with a warm-up of its own (later rounds of interleaved
+/// scenarios need only a short one).
+pub(super) async fn drive_after<C: Caller>(
+    callers: Vec<C>,
+    warm_up: Duration,
+    measure: Duration,
+    helpers: &[u32],
+) -> anyhow::Result<Load> {
     ensure!(!callers.is_empty(), "no clients");
     let cpu_before = CpuSample::with_helpers(helpers);
-    let window = Window::starting_now(WARM_UP, measure);
+    let window = Window::starting_now(warm_up, measure);
     let mut tasks = JoinSet::new();
     for mut caller in callers {
         tasks.spawn(async move {

@@ -3,6 +3,11 @@
 //! axum handler with a fixed window in a locked map (the HTTP ceiling),
 //! roost's `POST /v1/ratelimit/{key}`, Redis INCR + PEXPIRE NX (the pattern
 //! roost replaces) and roost's `Engine::ratelimit` called in process.
+//!
+//! The three network rows are measured in interleaved rounds (bare, roost,
+//! Redis, bare, ...), all three servers up throughout: on a shared machine
+//! throughput drifts from one ten-second stretch to the next, and a ratio
+//! of rows measured side by side in time is what the targets compare.
 
 mod report;
 mod scenarios;
@@ -28,10 +33,17 @@ const POLICY: Policy = Policy {
     window_ms: 60_000,
 };
 
+/// Warm-up before every interleaved round after the first (connections
+/// are new each round; the servers are already warm).
+const ROUND_WARM_UP: Duration = Duration::from_millis(200);
+
 /// The settings one run uses, resolved from the flags.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
+    /// Measured per scenario in all (the network rows: over all rounds).
     measure: Duration,
+    /// Interleaved rounds of the network rows.
+    rounds: u32,
 }
 
 impl Plan {
@@ -40,7 +52,21 @@ impl Plan {
         ensure!(seconds > 0, "--seconds must be at least 1");
         Ok(Plan {
             measure: Duration::from_secs(seconds),
+            // Rounds of at least one second each.
+            rounds: seconds.clamp(1, 5) as u32,
         })
+    }
+
+    /// Round `round` of an interleaved scenario.
+    fn slice(&self, round: u32) -> scenarios::Slice {
+        scenarios::Slice {
+            warm_up: if round == 0 {
+                super::WARM_UP
+            } else {
+                ROUND_WARM_UP
+            },
+            measure: self.measure / self.rounds,
+        }
     }
 }
 
@@ -123,25 +149,19 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
     let redis = Redis::find(args.redis_url.as_deref()).await;
     let mut rows = Vec::new();
     for clients in CLIENT_COUNTS {
+        let mut network = network_rows(&redis, &keys, clients, plan).await;
         for scenario in Scenario::ALL {
-            progress(&format!("{}, {clients} clients", scenario.name()));
-            let outcome = match (scenario, &redis) {
-                (Scenario::BareAxum, _) => scenarios::bare_axum(&keys, clients, plan).await.into(),
-                (Scenario::RoostHttp, _) => {
-                    scenarios::roost_http(&keys, clients, plan).await.into()
-                }
-                (Scenario::Redis, Ok(Some(redis))) => {
-                    scenarios::redis_fixed_window(redis, &keys, clients, plan)
-                        .await
-                        .into()
-                }
-                (Scenario::Redis, Ok(None)) => Outcome::Skipped("redis-server not installed"),
-                (Scenario::Redis, Err(err)) => Outcome::Failed(format!("{err:#}")),
-                (Scenario::RoostInProcess, _) => {
+            let outcome = match scenario {
+                Scenario::RoostInProcess => {
+                    progress(&format!("{}, {clients} clients", scenario.name()));
                     scenarios::roost_in_process(keys.clone(), clients, plan)
                         .await
                         .into()
                 }
+                _ => match network.iter().position(|(s, _)| *s == scenario) {
+                    Some(i) => network.swap_remove(i).1,
+                    None => Outcome::Failed("not run".into()),
+                },
             };
             rows.push(Row {
                 scenario,
@@ -172,4 +192,82 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<Finished> {
         redis_about,
     };
     Ok(Finished::new(report.render(), failure))
+}
+
+/// The bare, roost HTTP and Redis rows at `clients`, measured in
+/// interleaved rounds with all three servers up.
+async fn network_rows(
+    redis: &anyhow::Result<Option<Redis>>,
+    keys: &[String],
+    clients: usize,
+    plan: Plan,
+) -> Vec<(Scenario, Outcome)> {
+    let bare = scenarios::bare_axum().await;
+    let roost = scenarios::roost_http().await;
+    let mut loads: Vec<(Scenario, Option<anyhow::Result<Load>>)> =
+        [Scenario::BareAxum, Scenario::RoostHttp, Scenario::Redis]
+            .into_iter()
+            .map(|scenario| (scenario, None))
+            .collect();
+    for round in 0..plan.rounds {
+        let slice = plan.slice(round);
+        for (scenario, total) in &mut loads {
+            if matches!(total, Some(Err(_))) {
+                continue;
+            }
+            progress(&format!(
+                "{}, {clients} clients, round {} of {}",
+                scenario.name(),
+                round + 1,
+                plan.rounds
+            ));
+            let load = match (*scenario, &bare, &roost, redis) {
+                (Scenario::BareAxum, Ok(server), _, _) => {
+                    scenarios::decide_over_http(&server.base, keys, clients, slice).await
+                }
+                (Scenario::RoostHttp, _, Ok(roost), _) => {
+                    scenarios::decide_over_http(&roost.server.base, keys, clients, slice).await
+                }
+                (Scenario::Redis, _, _, Ok(Some(redis))) => {
+                    scenarios::redis_fixed_window(redis, keys, clients, slice).await
+                }
+                (Scenario::BareAxum, Err(err), _, _) | (Scenario::RoostHttp, _, Err(err), _) => {
+                    Err(anyhow!("starting the server failed: {err:#}"))
+                }
+                _ => continue,
+            };
+            *total = Some(match (total.take(), load) {
+                (Some(Ok(mut sum)), Ok(load)) => {
+                    sum.absorb(load);
+                    Ok(sum)
+                }
+                (_, load) => load,
+            });
+        }
+    }
+    if let Ok(server) = bare {
+        server.stop().await;
+    }
+    let stop_failed = match roost {
+        Ok(roost) => roost.stop().await.err().map(|err| format!("{err:#}")),
+        Err(_) => None,
+    };
+    loads
+        .into_iter()
+        .map(|(scenario, load)| {
+            let outcome = match (scenario, load, redis) {
+                (Scenario::Redis, None, Ok(None)) => Outcome::Skipped("redis-server not installed"),
+                (Scenario::Redis, None, Err(err)) => Outcome::Failed(format!("{err:#}")),
+                (Scenario::RoostHttp, Some(Ok(_)), _) if stop_failed.is_some() => {
+                    Outcome::Failed(format!(
+                        "stopping roost failed: {}",
+                        stop_failed.as_deref().unwrap_or_default()
+                    ))
+                }
+                (_, Some(load), _) => load.into(),
+                (_, None, _) => Outcome::Failed("no round was run".into()),
+            };
+            (scenario, outcome)
+        })
+        .collect()
 }

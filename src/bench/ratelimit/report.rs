@@ -52,10 +52,14 @@ impl Report {
             out,
             "- settings: {} s measured per scenario after a {} s warm-up, at {} concurrent clients \
              (HTTP and Redis: one keep-alive connection each; in process: one OS thread each); \
+             the bare axum, roost HTTP and Redis rows in {} interleaved rounds each, all three \
+             servers up throughout (a {} ms warm-up before each later round); \
              keys spread over {} client IPs ({DEFAULT_SHARDS} limiter actors); policy {} per {} ms, \
              cost 1",
             self.plan.measure.as_secs(),
             WARM_UP.as_secs(),
+            self.plan.rounds,
+            super::ROUND_WARM_UP.as_millis(),
             CLIENT_COUNTS.map(|n| n.to_string()).join(" and "),
             thousands(KEYS as u64),
             thousands(POLICY.limit),
@@ -333,6 +337,7 @@ mod tests {
             started: "2026-01-01 00:00 UTC".into(),
             plan: Plan {
                 measure: Duration::from_secs(1),
+                rounds: 1,
             },
             rows,
             redis_about: "not installed".into(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{Plan, POLICY};
 use crate::bench::fixture::{RoostServer, ScratchDir, Server};
-use crate::bench::load::{drive, drive_threads, Answer, Caller, Load, Poster};
+use crate::bench::load::{drive_after, drive_threads, Answer, Caller, Load, Poster};
 use crate::bench::redis::{fresh_prefix, Redis};
 use crate::{Durability, Engine, EngineConfig};
 
@@ -25,20 +25,28 @@ fn request_body() -> bytes::Bytes {
     ))
 }
 
-/// `clients` tasks `POST`ing decisions to `{base}/v1/ratelimit/{key}`,
-/// request `k` of task `i` for `keys[(i + k) % len]`.
-async fn decide_over_http(
+/// One round of `clients` tasks `POST`ing decisions to
+/// `{base}/v1/ratelimit/{key}`, request `k` of task `i` for
+/// `keys[(i + k) % len]`.
+pub(super) async fn decide_over_http(
     base: &str,
     keys: &[String],
     clients: usize,
-    plan: Plan,
+    slice: Slice,
 ) -> anyhow::Result<Load> {
     let targets: Vec<String> = keys
         .iter()
         .map(|key| format!("{base}/v1/ratelimit/{key}"))
         .collect();
     let posters = Poster::many(&targets, clients, Some(request_body()), true)?;
-    drive(posters, plan.measure, &[]).await
+    drive_after(posters, slice.warm_up, slice.measure, &[]).await
+}
+
+/// One round of an interleaved scenario: its warm-up and measured window.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Slice {
+    pub(super) warm_up: Duration,
+    pub(super) measure: Duration,
 }
 
 /// The request the bare handler reads (roost's, without named policies).
@@ -62,9 +70,9 @@ struct Window {
     spent: u64,
 }
 
-/// `POST /v1/ratelimit/{key}` deciding on a fixed window per key in a
-/// locked in-memory map: the HTTP ceiling for a decision.
-pub(super) async fn bare_axum(keys: &[String], clients: usize, plan: Plan) -> anyhow::Result<Load> {
+/// A server answering `POST /v1/ratelimit/{key}` by deciding on a fixed
+/// window per key in a locked in-memory map: the HTTP ceiling.
+pub(super) async fn bare_axum() -> anyhow::Result<Server> {
     type Windows = Arc<parking_lot::Mutex<HashMap<String, Window>>>;
     async fn decide(
         State(windows): State<Windows>,
@@ -108,22 +116,12 @@ pub(super) async fn bare_axum(keys: &[String], clients: usize, plan: Plan) -> an
     let app = Router::new()
         .route("/v1/ratelimit/{key}", post(decide))
         .with_state(Windows::default());
-    let server = Server::axum(app).await?;
-    let load = decide_over_http(&server.base, keys, clients, plan).await?;
-    server.stop().await;
-    Ok(load)
+    Server::axum(app).await
 }
 
 /// A real roost server: `POST /v1/ratelimit/{key}` over loopback.
-pub(super) async fn roost_http(
-    keys: &[String],
-    clients: usize,
-    plan: Plan,
-) -> anyhow::Result<Load> {
-    let roost = RoostServer::start(Durability::Durable).await?;
-    let load = decide_over_http(&roost.server.base, keys, clients, plan).await;
-    roost.stop().await?;
-    load
+pub(super) async fn roost_http() -> anyhow::Result<RoostServer> {
+    RoostServer::start(Durability::Durable).await
 }
 
 /// `Engine::ratelimit` from `threads` OS threads, no HTTP: what a decision
@@ -165,7 +163,7 @@ pub(super) async fn redis_fixed_window(
     redis: &Redis,
     keys: &[String],
     clients: usize,
-    plan: Plan,
+    slice: Slice,
 ) -> anyhow::Result<Load> {
     let prefix = fresh_prefix();
     let keys: Arc<[String]> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
@@ -177,7 +175,7 @@ pub(super) async fn redis_fixed_window(
             task,
         });
     }
-    drive(callers, plan.measure, &redis.helpers()).await
+    drive_after(callers, slice.warm_up, slice.measure, &redis.helpers()).await
 }
 
 /// One Redis client: request `k` of task `i` spends one unit of
