@@ -217,7 +217,7 @@ impl Actor {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        since.map(|t| t + self.inner.config.flush_interval())
+        since.map(|t| aligned_deadline(t, self.inner.config.flush_interval()))
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -761,6 +761,23 @@ impl Actor {
     }
 }
 
+/// The flush deadline for writes waiting since `since`: the last multiple
+/// of `interval` (counted from a process-wide instant) at most `interval`
+/// after `since`. Buffered actors written to at different moments so flush
+/// together, and their fsyncs share journal commits instead of each
+/// stalling the disk on its own; no write waits longer than `interval`.
+fn aligned_deadline(since: Instant, interval: std::time::Duration) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let latest = since + interval;
+    let Some(elapsed) = latest.checked_duration_since(epoch) else {
+        return latest;
+    };
+    let interval_ns = interval.as_nanos().max(1);
+    let past_boundary = elapsed.as_nanos() % interval_ns;
+    latest - std::time::Duration::from_nanos(past_boundary as u64)
+}
+
 /// Runs an op, turning a panic inside libSQL (it unwraps TEXT that is not
 /// UTF-8, for one) into an error for that op alone: the actor's thread,
 /// its open transaction and its acknowledged writes live on.
@@ -816,6 +833,22 @@ mod tests {
         .unwrap();
         let response = block_on(engine.sql(id, request, None)).unwrap();
         response.results[0].rows[0][0].0.clone()
+    }
+
+    #[test]
+    fn flush_deadlines_fall_on_shared_boundaries_within_the_interval() {
+        let interval = std::time::Duration::from_millis(100);
+        let start = std::time::Instant::now();
+        let deadlines: Vec<_> = (0..50)
+            .map(|i| start + std::time::Duration::from_millis(i * 7))
+            .map(|since| (since, super::aligned_deadline(since, interval)))
+            .collect();
+        for (since, deadline) in &deadlines {
+            assert!(*deadline > *since && *deadline <= *since + interval);
+        }
+        let distinct: std::collections::BTreeSet<_> = deadlines.iter().map(|(_, d)| *d).collect();
+        // 350 ms of first writes flush at four or five shared moments.
+        assert!(distinct.len() <= 5, "{} distinct deadlines", distinct.len());
     }
 
     #[test]
