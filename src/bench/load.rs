@@ -1,5 +1,5 @@
 //! The load generator: clients that each make one request at a time for a
-//! warm-up and then a measured window, as tokio tasks ([`drive`]) or as OS
+//! warm-up and then a measured window, as tokio tasks ([`drive_after`]) or as OS
 //! threads calling in process ([`drive_threads`]), and the latency and CPU
 //! figures every suite reports.
 
@@ -324,19 +324,31 @@ impl Caller for Poster {
     }
 }
 
-/// Runs every caller as its own tokio task, looping requests for the
-/// warm-up and then `measure`. `helpers` are processes (PIDs) serving the
-/// requests, whose CPU time is not counted as other processes'.
-pub(super) async fn drive<C: Caller>(
-    callers: Vec<C>,
-    measure: Duration,
-    helpers: &[u32],
-) -> anyhow::Result<Load> {
-    drive_after(callers, WARM_UP, measure, helpers).await
+/// One round of a scenario measured in interleaved rounds (rows take
+/// turns, so drift of the machine over the run hits every row alike).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Slice {
+    pub(super) warm_up: Duration,
+    pub(super) measure: Duration,
 }
 
-/// [`drive`] with a warm-up of its own (later rounds of interleaved
-/// scenarios need only a short one).
+impl Slice {
+    /// Round `round` of `rounds` sharing `measure`: a full warm-up first,
+    /// a short one after (the server is warm, only connections are new).
+    pub(super) fn round(round: u32, measure: Duration, rounds: u32) -> Slice {
+        Slice {
+            warm_up: match round {
+                0 => super::WARM_UP,
+                _ => super::ROUND_WARM_UP,
+            },
+            measure: measure / rounds.max(1),
+        }
+    }
+}
+
+/// Runs every caller as its own tokio task, looping requests for
+/// `warm_up` and then `measure`. `helpers` are processes (PIDs) serving the
+/// requests, whose CPU time is not counted as other processes'.
 pub(super) async fn drive_after<C: Caller>(
     callers: Vec<C>,
     warm_up: Duration,

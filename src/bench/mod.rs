@@ -31,6 +31,9 @@ use std::time::Duration;
 
 /// Unmeasured load before each scenario's measured window.
 const WARM_UP: Duration = Duration::from_secs(1);
+/// Warm-up before every interleaved round after the first (connections
+/// are new each round; the servers are already warm).
+const ROUND_WARM_UP: Duration = Duration::from_millis(200);
 /// Other processes using this many cores make a scenario's numbers suspect.
 const NOISY_CORES: f64 = 0.25;
 

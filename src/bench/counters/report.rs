@@ -7,7 +7,7 @@ use super::{Measured, Outcome, Plan, Row, BARE_AXUM, NAIVE_SQLITE, REDIS_FSYNC, 
 use crate::bench::cold_open::ColdOpen;
 use crate::bench::redis::Persistence;
 use crate::bench::report::{cores, dash, micros, millis, ratio, thousands, write_heading};
-use crate::bench::{NOISY_CORES, WARM_UP};
+use crate::bench::{NOISY_CORES, ROUND_WARM_UP, WARM_UP};
 
 /// Everything one run of the suite measured.
 pub(super) struct Report {
@@ -51,10 +51,14 @@ impl Report {
         write_heading(out, &self.started, "")?;
         writeln!(
             out,
-            "- settings: {} s measured per scenario after a {} s warm-up, {} clients (one keep-alive \
-             connection each), {} cold actors",
+            "- settings: {} s measured per row in {} interleaved rounds (every server up throughout, \
+             each round measuring every row in turn; {} s warm-up before a row's first round, {} ms \
+             before the others), {} clients (one keep-alive connection each, new each round), {} \
+             cold actors; the 1,000 actors exist before the first round",
             plan.measure.as_secs(),
+            plan.rounds,
             WARM_UP.as_secs(),
+            ROUND_WARM_UP.as_millis(),
             plan.clients,
             plan.cold_actors
         )?;
@@ -252,6 +256,7 @@ mod tests {
             started: "2026-01-01 00:00 UTC".into(),
             plan: Plan {
                 measure: Duration::from_secs(1),
+                rounds: 1,
                 clients: 64,
                 cold_actors: 10,
             },

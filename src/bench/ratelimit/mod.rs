@@ -16,7 +16,7 @@ use anyhow::{anyhow, ensure};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::load::Load;
+use super::load::{Load, Slice};
 use super::redis::Redis;
 use super::{progress, BenchArgs, Finished};
 use crate::limiter::Policy;
@@ -32,10 +32,6 @@ const POLICY: Policy = Policy {
     limit: 100_000,
     window_ms: 60_000,
 };
-
-/// Warm-up before every interleaved round after the first (connections
-/// are new each round; the servers are already warm).
-const ROUND_WARM_UP: Duration = Duration::from_millis(200);
 
 /// The settings one run uses, resolved from the flags.
 #[derive(Debug, Clone, Copy)]
@@ -58,15 +54,8 @@ impl Plan {
     }
 
     /// Round `round` of an interleaved scenario.
-    fn slice(&self, round: u32) -> scenarios::Slice {
-        scenarios::Slice {
-            warm_up: if round == 0 {
-                super::WARM_UP
-            } else {
-                ROUND_WARM_UP
-            },
-            measure: self.measure / self.rounds,
-        }
+    fn slice(&self, round: u32) -> Slice {
+        Slice::round(round, self.measure, self.rounds)
     }
 }
 

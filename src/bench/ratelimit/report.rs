@@ -60,7 +60,7 @@ impl Report {
             WARM_UP.as_secs(),
             CLIENT_COUNTS.map(|n| n.to_string()).join(" and "),
             self.plan.rounds,
-            super::ROUND_WARM_UP.as_millis(),
+            crate::bench::ROUND_WARM_UP.as_millis(),
             thousands(KEYS as u64),
             thousands(POLICY.limit),
             thousands(POLICY.window_ms),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{Plan, POLICY};
 use crate::bench::fixture::{RoostServer, ScratchDir, Server};
-use crate::bench::load::{drive_after, drive_threads, Answer, Caller, Load, Poster};
+use crate::bench::load::{drive_after, drive_threads, Answer, Caller, Load, Poster, Slice};
 use crate::bench::redis::{fresh_prefix, Redis};
 use crate::{Durability, Engine, EngineConfig};
 
@@ -40,13 +40,6 @@ pub(super) async fn decide_over_http(
         .collect();
     let posters = Poster::many(&targets, clients, Some(request_body()), true)?;
     drive_after(posters, slice.warm_up, slice.measure, &[]).await
-}
-
-/// One round of an interleaved scenario: its warm-up and measured window.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Slice {
-    pub(super) warm_up: Duration,
-    pub(super) measure: Duration,
 }
 
 /// The request the bare handler reads (roost's, without named policies).
