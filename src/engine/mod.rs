@@ -7,6 +7,7 @@ mod actor;
 pub mod api;
 pub mod events;
 pub mod ops;
+mod threads;
 pub mod watchdog;
 
 use crate::actor_id::ActorId;
@@ -29,6 +30,8 @@ use watchdog::Watchdog;
 
 /// Stack for actor threads: SQLite keeps its work on the heap.
 const ACTOR_STACK_BYTES: usize = 1 << 20;
+/// Actor threads started ahead of need (see `threads`).
+const SPARE_THREADS: usize = 4;
 
 /// The embeddable engine. Cheap to share behind an `Arc`; safe to use from
 /// many threads. Dropping it shuts it down.
@@ -54,6 +57,8 @@ pub(crate) struct Inner {
     /// never handed anything off should not pay for a map lookup.
     any_moved: AtomicBool,
     closed: AtomicBool,
+    /// Actor threads, reused from closed actors (see `threads`).
+    threads: threads::Threads,
     /// Held until every actor has closed: one engine per data dir (actor
     /// files are opened without SQLite's own locks, see `store::vfs`).
     dir_lock: Mutex<Option<std::fs::File>>,
@@ -163,6 +168,7 @@ impl Engine {
             any_moved: AtomicBool::new(!moved.is_empty()),
             moved: parking_lot::RwLock::new(moved),
             closed: AtomicBool::new(false),
+            threads: threads::Threads::new("roost-actor", ACTOR_STACK_BYTES, SPARE_THREADS),
             reaper_wake: Condvar::new(),
             dir_lock: Mutex::new(Some(lock)),
         });
@@ -245,34 +251,31 @@ impl Engine {
         )));
         let thread_cell = cell.clone();
         let (thread_done, inner, thread_id) = (done.clone(), self.inner.clone(), id.clone());
-        let spawned = std::thread::Builder::new()
-            .name("roost-actor".into())
-            .stack_size(ACTOR_STACK_BYTES)
-            .spawn(move || {
-                crate::alloc::use_system_heap_on_this_thread();
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    Actor::run(&thread_cell, rx, predecessor)
-                }));
-                if outcome.is_err() {
-                    tracing::error!(actor = %thread_id, "actor thread panicked");
-                    if let Some(limiter) = inner.existing_limiter(&thread_id) {
-                        limiter.retire();
-                    }
+        let spawned = self.inner.threads.spawn(Box::new(move || {
+            crate::alloc::use_system_heap_on_this_thread();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Actor::run(&thread_cell, rx, predecessor)
+            }));
+            if outcome.is_err() {
+                tracing::error!(actor = %thread_id, "actor thread panicked");
+                if let Some(limiter) = inner.existing_limiter(&thread_id) {
+                    limiter.retire();
                 }
-                let mut registry = inner.registry.lock();
-                if registry
-                    .closing
-                    .get(&thread_id)
-                    .is_some_and(|d| Arc::ptr_eq(d, &thread_done))
-                {
-                    registry.closing.remove(&thread_id);
-                }
-                drop(registry);
-                // Release the engine before saying so: whoever waits on
-                // `done` may reopen the same files at once.
-                drop(inner);
-                thread_done.set();
-            });
+            }
+            let mut registry = inner.registry.lock();
+            if registry
+                .closing
+                .get(&thread_id)
+                .is_some_and(|d| Arc::ptr_eq(d, &thread_done))
+            {
+                registry.closing.remove(&thread_id);
+            }
+            drop(registry);
+            // Release the engine before saying so: whoever waits on
+            // `done` may reopen the same files at once.
+            drop(inner);
+            thread_done.set();
+        }));
         if let Err(err) = spawned {
             (msg.reply)(Err(EngineError::Internal(format!(
                 "cannot start actor thread: {err}"
