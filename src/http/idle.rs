@@ -1,6 +1,7 @@
 //! The header deadline, kept per connection: a connection that has no
 //! request in progress (none being handled, no response body still being
-//! sent) for `header_timeout` is closed. That covers a client that never
+//! sent) for `header_timeout` is closed, gracefully (see
+//! [`serve_until_idle`]). That covers a client that never
 //! finishes its request's headers (slowloris) and an idle keep-alive
 //! connection, like hyper's own header timeout, which however arms a timer
 //! for every request; this one re-arms only when it fires.
@@ -66,21 +67,47 @@ impl Drop for Busy {
     }
 }
 
-/// Serves `connection` until it ends, or until it has been idle for
-/// `limit`: then it is dropped, which closes the socket.
-pub async fn close_when_idle(connection: impl Future, activity: &Activity, limit: Duration) {
-    let mut connection = std::pin::pin!(connection);
+/// Serves `connection` until it ends. Once it has been idle for `limit`,
+/// or when `stopping` fires, it is asked to close gracefully with `close`
+/// (HTTP/1: at once when no request is under way; HTTP/2: a GOAWAY naming
+/// the last stream it will answer, then closed when those are done), so a
+/// client never loses a request it sent just then. A connection still
+/// open and idle `limit` after that (a request head that never completes)
+/// is dropped, which closes the socket.
+pub async fn serve_until_idle<C: Future>(
+    mut connection: Pin<&mut C>,
+    close: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    limit: Duration,
+    stopping: &tokio_util::sync::CancellationToken,
+) {
+    let mut closing_since: Option<Instant> = None;
     loop {
-        let wake_at = activity
-            .idle_deadline(limit)
-            .unwrap_or_else(|| Instant::now() + limit);
+        let wake_at = match (activity.idle_deadline(limit), closing_since) {
+            (Some(at), Some(since)) => at.max(since + limit),
+            (Some(at), None) => at,
+            (None, _) => Instant::now() + limit,
+        };
         tokio::select! {
             biased;
-            _ = &mut connection => return,
+            _ = connection.as_mut() => return,
+            () = stopping.cancelled(), if closing_since.is_none() => {
+                close(connection.as_mut());
+                closing_since = Some(Instant::now());
+            }
             () = tokio::time::sleep_until(wake_at.into()) => {
-                if activity.idle_deadline(limit).is_some_and(|at| at <= Instant::now()) {
-                    tracing::debug!("closing a connection idle for {limit:?}");
-                    return;
+                let now = Instant::now();
+                if activity.idle_deadline(limit).is_none_or(|at| at > now) {
+                    continue;
+                }
+                match closing_since {
+                    None => {
+                        tracing::debug!("closing a connection idle for {limit:?}");
+                        close(connection.as_mut());
+                        closing_since = Some(now);
+                    }
+                    Some(since) if since + limit <= now => return,
+                    Some(_) => {}
                 }
             }
         }

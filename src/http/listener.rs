@@ -9,7 +9,6 @@
 use super::HttpLimits;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
@@ -56,7 +55,8 @@ pub async fn run(
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // Connection tasks, waited for at shutdown.
+    let connections = tokio_util::task::TaskTracker::new();
     // Connections that have not sent a byte yet are closed at shutdown
     // rather than waited for (hyper does not know them yet).
     let stopping = tokio_util::sync::CancellationToken::new();
@@ -83,10 +83,9 @@ pub async fn run(
         let service =
             TowerToHyperService::new(super::idle::Tracked::new(app.clone(), activity.clone()));
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
         let stopping = stopping.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _open = OpenConnection::new(permit);
             // hyper starts its header timer only once it knows the
             // protocol; a peer that never sends a byte is closed here.
@@ -98,15 +97,23 @@ pub async fn run(
                 return;
             }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            // The header deadline (see `idle`): hyper's own would arm a
-            // timer for every request.
-            super::idle::close_when_idle(watcher.watch(connection), &activity, header_timeout)
-                .await;
+            // The header deadline and the drain at shutdown (see `idle`):
+            // hyper's own header timeout would arm a timer per request.
+            super::idle::serve_until_idle(
+                std::pin::pin!(connection),
+                |connection| connection.graceful_shutdown(),
+                &activity,
+                header_timeout,
+                &stopping,
+            )
+            .await;
         });
     }
     drop(listener);
+    // Every connection finishes what it is serving, then closes.
     stopping.cancel();
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 

@@ -277,3 +277,58 @@ async fn an_event_stream_outlives_the_header_timeout() {
         .await
         .expect("the change event arrives on the open stream");
 }
+
+/// HTTP/2 frames (type, payload) in `bytes`, in order.
+fn h2_frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let length = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        if rest.len() < 9 + length {
+            break;
+        }
+        frames.push((rest[3], rest[9..9 + length].to_vec()));
+        rest = &rest[9 + length..];
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_gets_a_goaway_before_it_is_closed() {
+    let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    // HTTP/2 with prior knowledge: the preface, then empty SETTINGS.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_all)
+        .await
+        .expect("the idle HTTP/2 connection stayed open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed after {:?}; the header timeout is 500 ms",
+        started.elapsed()
+    );
+    let frames = h2_frames(&seen);
+    let goaway = frames.iter().find(|(kind, _)| *kind == 0x7);
+    let Some((_, payload)) = goaway else {
+        panic!("no GOAWAY before the close; frames: {frames:?}");
+    };
+    // Error code 0, NO_ERROR: a graceful close (hyper's first GOAWAY names
+    // the largest stream id; a client that answered its PING would get a
+    // second one naming the last stream served).
+    assert_eq!(payload[4..8], [0u8; 4], "GOAWAY payload {payload:?}");
+}
