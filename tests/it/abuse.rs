@@ -18,6 +18,12 @@ fn strict() -> HttpLimits {
 
 /// Waits until the server closes the connection; returns what it sent.
 async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let seen = bytes_until_closed(stream, within).await?;
+    Some(String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// [`until_closed`], as bytes.
+async fn bytes_until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];
     let read_all = async {
@@ -29,7 +35,15 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<String
         }
     };
     tokio::time::timeout(within, read_all).await.ok()?;
-    Some(String::from_utf8_lossy(&seen).into_owned())
+    Some(seen)
+}
+
+/// A raw connection to `server` that has sent `bytes`.
+async fn sent(server: &TestServer, bytes: &[u8]) -> TcpStream {
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
 }
 
 /// A well-behaved client: `n` increments, all answered.
@@ -100,12 +114,7 @@ async fn slow_and_silent_clients_are_cut_off_while_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_gets_408_and_changes_nothing() {
     let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
-    let addr = server.url.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).await.unwrap();
-    stream
-        .write_all(b"POST /v1/actors/drip/counters/n HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"by\": 1")
-        .await
-        .unwrap();
+    let mut stream = sent(&server, b"POST /v1/actors/drip/counters/n HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"by\": 1").await;
     let writer = async {
         for _ in 0..30 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -243,12 +252,11 @@ async fn a_busy_keep_alive_connection_stays_open_and_an_idle_one_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_outlives_the_header_timeout() {
     let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
-    let addr = server.url.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).await.unwrap();
-    stream
-        .write_all(b"GET /v1/actors/feed/events HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = sent(
+        &server,
+        b"GET /v1/actors/feed/events HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
@@ -296,25 +304,11 @@ fn h2_frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_gets_a_goaway_before_it_is_closed() {
     let server = TestServer::with_limits(|_| {}, None, None, strict()).await;
-    let addr = server.url.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).await.unwrap();
     // HTTP/2 with prior knowledge: the preface, then empty SETTINGS.
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let mut stream = sent(&server, preface).await;
     let started = Instant::now();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read_all = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_all)
+    let seen = bytes_until_closed(&mut stream, Duration::from_secs(5))
         .await
         .expect("the idle HTTP/2 connection stayed open");
     assert!(
