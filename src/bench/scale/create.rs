@@ -103,8 +103,11 @@ pub(super) struct DiskUsage {
     pub(super) dirs: Bytes,
     /// The catalog and anything else.
     pub(super) other: Bytes,
-    /// `-wal` files left behind (a clean shutdown leaves none).
+    /// Actors' `-wal` files left behind, and their bytes: the `roost` VFS keeps
+    /// an actor's WAL between opens (SQLite's persistent WAL), and a clean
+    /// close empties it.
     pub(super) wal_files: u64,
+    pub(super) wal_bytes: u64,
 }
 
 /// Walks `root` without following symlinks.
@@ -122,12 +125,14 @@ pub(super) fn disk_usage(root: &Path) -> anyhow::Result<DiskUsage> {
                 pending.push(entry.path());
                 continue;
             }
-            match dir.starts_with(&actors) {
+            let of_actor = dir.starts_with(&actors);
+            match of_actor {
                 true => usage.actor_files.add(&meta),
                 false => usage.other.add(&meta),
             }
-            if entry.file_name().to_string_lossy().ends_with("-wal") {
+            if of_actor && entry.file_name().to_string_lossy().ends_with("-wal") {
                 usage.wal_files += 1;
+                usage.wal_bytes += meta.len();
             }
         }
     }

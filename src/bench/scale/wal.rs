@@ -36,8 +36,10 @@ pub(super) struct WalTrace {
 pub(super) struct Sustained {
     pub(super) window: Duration,
     pub(super) actors: Vec<WalTrace>,
-    /// `-wal` files left after the engine shut down cleanly.
+    /// `-wal` files left after the engine shut down cleanly (kept
+    /// between opens, see `DiskUsage::wal_files`), and their bytes.
     pub(super) left_after_shutdown: usize,
+    pub(super) left_bytes: u64,
 }
 
 /// Writes for `window` in a data dir of its own, sampling every actor's WAL.
@@ -101,7 +103,12 @@ pub(super) fn sustained(window: Duration) -> anyhow::Result<Sustained> {
     });
     let (writes, samples) = (writes?, samples?);
     shut_down(engine, Duration::from_secs(60))?;
-    let left_after_shutdown = wal_files.iter().filter(|path| path.exists()).count();
+    let left: Vec<u64> = wal_files
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .map(|meta| meta.len())
+        .collect();
+    let (left_after_shutdown, left_bytes) = (left.len(), left.iter().sum());
 
     // Writers 0 and 1 wrote the durable actor; writer 2 the buffered ones.
     let per_actor = |a: usize| match a {
@@ -127,6 +134,7 @@ pub(super) fn sustained(window: Duration) -> anyhow::Result<Sustained> {
         window,
         actors: traces,
         left_after_shutdown,
+        left_bytes,
     })
 }
 
