@@ -104,7 +104,9 @@ fn start(
 }
 
 /// Each time it is woken, starts as many threads as `spare` exceeds the
-/// waiting ones (a few too many exit at once); ends with the pool.
+/// waiting ones (a wake-up before they park may start a few too many; they
+/// wait like the others and exit unused after [`IDLE_FOR`]); ends with the
+/// pool.
 fn keep_spares(
     name: &'static str,
     stack_bytes: usize,
