@@ -1,5 +1,5 @@
-//! One actor's thread: it owns the actor's connection and runs its
-//! operations one at a time, in arrival order.
+//! One actor: it owns the actor's connection and runs its operations one
+//! at a time, in arrival order, on the thread its `runner` lends it.
 //!
 //! Operations that arrive together form a batch that shares one
 //! transaction, each SQL request inside its own savepoint (so one failure undoes
@@ -18,7 +18,7 @@
 
 use super::events::{Change, HubCache};
 use super::ops::{Op, OpOutput};
-use super::{Done, Inner};
+use super::Inner;
 use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
@@ -26,7 +26,6 @@ use crate::limiter::state::ActorLimiter;
 use crate::store::counters::CounterCache;
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,9 +34,6 @@ use std::time::Instant;
 
 /// Where an op's result goes; called exactly once.
 pub type Reply = Box<dyn FnOnce(Result<OpOutput, EngineError>) + Send>;
-
-/// Most ops taken from the queue into one batch.
-const MAX_BATCH: usize = 512;
 
 /// What an actor's queue carries.
 pub(crate) enum Mail {
@@ -104,44 +100,6 @@ impl Actor {
         }
     }
 
-    /// The thread body. `predecessor` is the previous thread of this actor,
-    /// still closing; two connections must never write one file at once.
-    /// The actor itself sits behind a lock so that callers may also run
-    /// cheap ops inline (see `Engine::call`) while the queue is empty.
-    pub fn run(cell: &Mutex<Actor>, rx: Receiver<Mail>, predecessor: Option<Arc<Done>>) {
-        if let Some(previous) = predecessor {
-            previous.wait();
-        }
-        loop {
-            let deadline = cell.lock().flush_deadline();
-            let first = match deadline {
-                Some(deadline) => match rx.recv_deadline(deadline) {
-                    Ok(mail) => mail,
-                    Err(RecvTimeoutError::Timeout) => {
-                        cell.lock().flush_if_due();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(mail) => mail,
-                    Err(_) => break,
-                },
-            };
-            let mut batch = Vec::with_capacity(rx.len().min(MAX_BATCH) + 1);
-            batch.push(first);
-            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
-            let mut actor = cell.lock();
-            for mail in batch {
-                if let Mail::Op(msg) = mail {
-                    actor.handle(msg);
-                }
-            }
-            actor.end_batch();
-        }
-        cell.lock().close();
-    }
-
     /// Whether a caller may run the cheap `op` on its own thread: the actor
     /// is open and answers without waiting for an fsync — any op of a
     /// buffered or memory actor, and a durable actor's reads while nothing
@@ -199,7 +157,7 @@ impl Actor {
         (answer, !was_dirty && self.unflushed_since.is_some())
     }
 
-    fn flush_if_due(&mut self) {
+    pub(super) fn flush_if_due(&mut self) {
         if self.flush_deadline().is_some_and(|d| d <= Instant::now()) {
             self.flush();
         }
@@ -211,7 +169,7 @@ impl Actor {
             .map_or(self.inner.config.durability, ActorDb::durability)
     }
 
-    fn flush_deadline(&self) -> Option<Instant> {
+    pub(super) fn flush_deadline(&self) -> Option<Instant> {
         // Callers' rate-limit decisions change keys without the actor.
         let since = match (self.unflushed_since, self.limiter.dirty_since()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -220,7 +178,7 @@ impl Actor {
         since.map(|t| aligned_deadline(t, self.inner.config.flush_interval()))
     }
 
-    fn handle(&mut self, msg: Msg) {
+    pub(super) fn handle(&mut self, msg: Msg) {
         let Msg {
             op,
             create_as,
@@ -482,7 +440,7 @@ impl Actor {
     }
 
     /// Ends a batch: commit and answer (durable, memory) or flush if due (buffered).
-    fn end_batch(&mut self) {
+    pub(super) fn end_batch(&mut self) {
         match self.durability() {
             Durability::Buffered => {
                 if self.unwritten() == 0 || self.flush_due() {
@@ -745,7 +703,13 @@ impl Actor {
         Ok(OpOutput::Imported)
     }
 
-    fn close(&mut self) {
+    /// Drops the connection without flushing or answering anything: after a
+    /// panic, when nothing else about the actor can be trusted.
+    pub(super) fn abandon(&mut self) {
+        self.db = None;
+    }
+
+    pub(super) fn close(&mut self) {
         self.limiter.retire();
         self.settle();
         if self.durability() == Durability::Buffered && self.unwritten() > 0 {

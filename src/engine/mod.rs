@@ -7,6 +7,7 @@ mod actor;
 pub mod api;
 pub mod events;
 pub mod ops;
+mod runner;
 mod threads;
 pub mod watchdog;
 
@@ -21,6 +22,7 @@ use actor::{Actor, Mail, Msg};
 use crossbeam_channel::Sender;
 use ops::{Op, OpOutput};
 use parking_lot::{Condvar, Mutex};
+use runner::Runner;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,13 +75,31 @@ struct Registry {
 }
 
 struct Slot {
+    /// The actor's queue. Dropping it (with the slot) closes the actor once
+    /// the queue is drained.
     tx: Sender<Mail>,
-    /// The actor's state; its thread locks it per batch, callers may lock
-    /// it to run a cheap op inline.
-    cell: Arc<Mutex<Actor>>,
+    runner: Arc<Runner>,
     last_used: Instant,
     pinned: Arc<AtomicBool>,
-    done: Arc<Done>,
+}
+
+impl Slot {
+    /// Queues `mail` and makes sure a thread will run it.
+    fn send(&self, mail: Mail) {
+        // The runner holds the receiver as long as the slot holds the
+        // runner: the send cannot fail.
+        let _ = self.tx.send(mail);
+        self.runner.wake();
+    }
+
+    /// Drops the queue's sender, so the actor drains its queue, flushes and
+    /// closes; returns what is set once it has.
+    fn retire(self) -> Arc<Done> {
+        let Slot { tx, runner, .. } = self;
+        drop(tx);
+        runner.wake();
+        runner.done.clone()
+    }
 }
 
 /// Set when an actor thread has closed its database and exited.
@@ -211,91 +231,35 @@ impl Engine {
             reply,
         };
         let mut registry = self.inner.registry.lock();
-        let msg = match registry.open.get_mut(id) {
-            Some(slot) => {
-                slot.last_used = Instant::now();
-                match slot.tx.send(Mail::Op(msg)) {
-                    Ok(()) => return,
-                    // The thread is gone (it panicked): start a new one.
-                    Err(crossbeam_channel::SendError(Mail::Op(msg))) => {
-                        registry.open.remove(id);
-                        msg
-                    }
-                    Err(crossbeam_channel::SendError(Mail::Wake)) => return,
-                }
-            }
-            None => msg,
-        };
-        if let Err(err) = self.spawn_actor(&mut registry, id, msg) {
-            tracing::error!(actor = %id, error = %err, "could not start an actor thread");
+        if let Some(slot) = registry.open.get_mut(id) {
+            slot.last_used = Instant::now();
+            return slot.send(Mail::Op(msg));
         }
+        self.spawn_actor(&mut registry, id, msg);
     }
 
-    fn spawn_actor(
-        &self,
-        registry: &mut Registry,
-        id: &ActorId,
-        msg: Msg,
-    ) -> Result<(), EngineError> {
+    /// Opens a slot for `id` with `msg` first in its queue. (A thread that
+    /// cannot be started answers the queued ops with an error; the next op
+    /// tries again.)
+    fn spawn_actor(&self, registry: &mut Registry, id: &ActorId, msg: Msg) {
         if registry.open.len() >= self.inner.config.max_open_actors {
             evict_lru(&self.inner, registry);
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let pinned = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(Done::default());
         let predecessor = registry.closing.get(id).cloned();
-        let cell = Arc::new(Mutex::new(Actor::new(
-            id.clone(),
-            self.inner.clone(),
-            pinned.clone(),
-        )));
-        let thread_cell = cell.clone();
-        let (thread_done, inner, thread_id) = (done.clone(), self.inner.clone(), id.clone());
-        let spawned = self.inner.threads.spawn(Box::new(move || {
-            crate::alloc::use_system_heap_on_this_thread();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Actor::run(&thread_cell, rx, predecessor)
-            }));
-            if outcome.is_err() {
-                tracing::error!(actor = %thread_id, "actor thread panicked");
-                if let Some(limiter) = inner.existing_limiter(&thread_id) {
-                    limiter.retire();
-                }
-            }
-            let mut registry = inner.registry.lock();
-            if registry
-                .closing
-                .get(&thread_id)
-                .is_some_and(|d| Arc::ptr_eq(d, &thread_done))
-            {
-                registry.closing.remove(&thread_id);
-            }
-            drop(registry);
-            // Release the engine before saying so: whoever waits on
-            // `done` may reopen the same files at once.
-            drop(inner);
-            thread_done.set();
-        }));
-        if let Err(err) = spawned {
-            (msg.reply)(Err(EngineError::Internal(format!(
-                "cannot start actor thread: {err}"
-            ))));
-            return Err(err.into());
-        }
-        let _ = tx.send(Mail::Op(msg));
+        let cell = Mutex::new(Actor::new(id.clone(), self.inner.clone(), pinned.clone()));
+        let runner = Runner::new(id.clone(), cell, rx, predecessor, self.inner.clone());
+        let slot = Slot {
+            tx,
+            runner,
+            last_used: Instant::now(),
+            pinned,
+        };
+        slot.send(Mail::Op(msg));
         metrics::counter!(telemetry::ACTOR_OPENS).increment(1);
-        registry.open.insert(
-            id.clone(),
-            Slot {
-                tx,
-                cell,
-                last_used: Instant::now(),
-                pinned,
-                done,
-            },
-        );
+        registry.open.insert(id.clone(), slot);
         metrics::gauge!(telemetry::OPEN_ACTORS).set(registry.open.len() as f64);
-        Ok(())
     }
 
     /// Runs `op` and waits for its result.
@@ -338,7 +302,7 @@ impl Engine {
         if !op.is_cheap() || self.inner.closed.load(Ordering::Acquire) {
             return Err(op);
         }
-        let (cell, tx) = {
+        let runner = {
             let mut registry = self.inner.registry.lock();
             let Some(slot) = registry.open.get_mut(id) else {
                 return Err(op);
@@ -347,14 +311,14 @@ impl Engine {
                 return Err(op);
             }
             slot.last_used = Instant::now();
-            (slot.cell.clone(), slot.tx.clone())
+            slot.runner.clone()
         };
-        let Some(mut actor) = cell.try_lock() else {
+        let Some(mut actor) = runner.cell.try_lock() else {
             return Err(op);
         };
         // Checked again under the actor's lock: ops queued before this one
         // run first.
-        if !tx.is_empty() || !actor.runs_inline(&op) {
+        if !runner.queue_is_empty() || !actor.runs_inline(&op) {
             return Err(op);
         }
         if let Err(err) = op.validate(&self.inner.config.limits) {
@@ -364,7 +328,7 @@ impl Engine {
         drop(actor);
         if now_dirty {
             // The thread may be asleep without a deadline: let it arm the flush timer.
-            let _ = tx.send(Mail::Wake);
+            self.wake(id);
         }
         Ok(answer)
     }
@@ -372,7 +336,7 @@ impl Engine {
     /// Wakes the actor's thread to re-read its flush deadline.
     pub(crate) fn wake(&self, id: &ActorId) {
         if let Some(slot) = self.inner.registry.lock().open.get(id) {
-            let _ = slot.tx.send(Mail::Wake);
+            slot.send(Mail::Wake);
         }
     }
 
@@ -481,6 +445,17 @@ impl Engine {
     }
 
     /// Number of actors with an open thread.
+    /// Open actors that hold a thread (the rest are parked).
+    #[cfg(test)]
+    pub(crate) fn scheduled_actors(&self) -> usize {
+        let registry = self.inner.registry.lock();
+        registry
+            .open
+            .values()
+            .filter(|slot| slot.runner.is_scheduled())
+            .count()
+    }
+
     pub fn open_actors(&self) -> usize {
         self.inner.registry.lock().open.len()
     }
@@ -501,7 +476,11 @@ impl Engine {
             let mut registry = self.inner.registry.lock();
             metrics::counter!(telemetry::ACTOR_CLOSES, "reason" => "shutdown")
                 .increment(registry.open.len() as u64);
-            let mut dones: Vec<_> = registry.open.drain().map(|(_, slot)| slot.done).collect();
+            let mut dones: Vec<_> = registry
+                .open
+                .drain()
+                .map(|(_, slot)| slot.retire())
+                .collect();
             metrics::gauge!(telemetry::OPEN_ACTORS).set(0.0);
             dones.extend(registry.closing.values().cloned());
             dones
@@ -655,7 +634,7 @@ fn evict_lru(inner: &Inner, registry: &mut Registry) {
 fn close_slot(registry: &mut Registry, id: &ActorId, reason: &'static str) {
     if let Some(slot) = registry.open.remove(id) {
         // Dropping the sender lets the thread drain its queue, flush and exit.
-        registry.closing.insert(id.clone(), slot.done);
+        registry.closing.insert(id.clone(), slot.retire());
         metrics::counter!(telemetry::ACTOR_CLOSES, "reason" => reason).increment(1);
         metrics::gauge!(telemetry::OPEN_ACTORS).set(registry.open.len() as f64);
     }

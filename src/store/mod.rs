@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod counters;
 pub mod kv;
 pub mod ratelimit;
+mod shm;
 pub mod split;
 pub mod sql;
 pub mod transfer;
@@ -87,15 +88,12 @@ impl ActorDb {
         limits: &Limits,
         slot_for: impl FnOnce(Connection) -> Arc<QuerySlot>,
     ) -> Result<Option<Self>, EngineError> {
+        // Through the `roost` VFS when it registered.
+        let via_vfs = matches!(location, Location::File(_)) && vfs::register();
         let (path, exists) = match location {
             Location::File(path) => {
                 let text = path.to_string_lossy().into_owned();
-                // Through the persistent-WAL VFS when it registered.
-                let opened = if vfs::register() {
-                    vfs::uri(&text)
-                } else {
-                    text
-                };
+                let opened = if via_vfs { vfs::uri(&text) } else { text };
                 (opened, path.exists())
             }
             Location::Memory => (":memory:".to_owned(), false),
@@ -129,10 +127,13 @@ impl ActorDb {
                 // counters) take 8 KiB on disk instead of 16.
                 db.pragma(&format!("PRAGMA page_size = {NEW_PAGE_SIZE}"))?;
             }
-            // One connection per actor: hold the file exclusively, which also
-            // keeps the WAL index in memory (no -shm file to create, map and
-            // delete on every open and close).
-            db.pragma("PRAGMA locking_mode = EXCLUSIVE")?;
+            // The `roost` VFS keeps the WAL index in memory of its own (see
+            // `shm`). Otherwise hold the file exclusively, which keeps the
+            // index on SQLite's heap: no -shm file to create, map and delete
+            // on every open and close.
+            if !(via_vfs && shm::available()) {
+                db.pragma("PRAGMA locking_mode = EXCLUSIVE")?;
+            }
             db.pragma("PRAGMA journal_mode = WAL")?;
             db.pragma("PRAGMA synchronous = FULL")?;
             db.pragma("PRAGMA journal_size_limit = 8388608")?;
@@ -438,5 +439,38 @@ mod tests {
             assert_eq!(db.durability(), Durability::Buffered);
             db.close();
         }
+    }
+
+    #[test]
+    fn actor_files_use_wal_without_exclusive_locks_or_a_shm_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::File(dir.path().join("a.db"));
+        let open = |create| {
+            ActorDb::open(
+                &location,
+                "a",
+                create,
+                &Limits::default(),
+                QuerySlot::detached,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let mut db = open(Some(Durability::Durable));
+        assert_eq!(
+            db.pragma_value("PRAGMA journal_mode").unwrap(),
+            Value::Text("wal".into())
+        );
+        assert_eq!(
+            db.pragma_value("PRAGMA locking_mode").unwrap(),
+            Value::Text("normal".into())
+        );
+        assert!(dir.path().join("a.db-wal").exists());
+        assert!(!dir.path().join("a.db-shm").exists());
+        db.close();
+        let mut db = open(None);
+        assert_eq!(db.meta("id").unwrap(), Value::Text("a".into()));
+        db.close();
+        assert!(!dir.path().join("a.db-shm").exists());
     }
 }

@@ -1,7 +1,7 @@
 //! A thin SQLite VFS, "roost", over the unix one without file locks (see
 //! [`BASE`]): the same files, except that every main database opened
 //! through it keeps its `-wal` file between connections (SQLite's
-//! "persistent WAL").
+//! "persistent WAL") and its WAL index in memory of our own (see `shm`).
 //!
 //! Without it, each close of an actor deletes its WAL and the next open
 //! creates it again: an inode allocation, a directory update and, on the
@@ -28,8 +28,8 @@ pub const NAME: &CStr = c"roost";
 /// file, so POSIX locks would guard nothing. Skipping them also skips the
 /// unix VFS's process-wide list of open inodes, which every open walked
 /// under a global mutex: with thousands of actors open, that walk was most
-/// of a cold open. (Without shared memory, WAL needs exclusive locking
-/// mode, which actors set before WAL.)
+/// of a cold open. (This VFS has no shared memory of its own; `shm` adds
+/// it for main databases.)
 const BASE: &CStr = c"unix-none";
 
 /// Registers the VFS once per process (after setting SQLite's memory
@@ -58,6 +58,7 @@ pub fn register() -> bool {
             vfs.zName = NAME.as_ptr();
             vfs.pAppData = base.cast();
             vfs.xOpen = Some(open);
+            vfs.szOsFile = super::shm::file_bytes((*base).szOsFile);
             let vfs = Box::leak(Box::new(vfs));
             ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK
         }
@@ -113,6 +114,7 @@ unsafe extern "C" fn open(
                     (&mut persist as *mut c_int).cast(),
                 );
             }
+            super::shm::install(file);
         }
         rc
     }

@@ -1,0 +1,293 @@
+//! Putting an actor on a thread, and taking it off again.
+//!
+//! An open actor needs a thread only while it has work. One that has had
+//! no mail for [`PARK_AFTER`] (and holds no buffered writes waiting for
+//! their flush) gives its thread back to the pool in `threads` and stays
+//! open: its connection, caches and queue are kept in its [`Runner`]. The
+//! next mail puts it on a waiting thread again, which costs about what
+//! waking its own blocked thread did. So thousands of open, idle actors
+//! hold a few dozen threads instead of one each, and none of their stacks.
+
+use super::actor::{Actor, Mail};
+use super::{Done, Inner};
+use crate::actor_id::ActorId;
+use crate::error::EngineError;
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an actor without mail keeps its thread.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// Most ops taken from the queue into one batch.
+const MAX_BATCH: usize = 512;
+
+/// An open actor and its queue; shared by its registry slot and, while it
+/// runs, its thread.
+pub(crate) struct Runner {
+    id: ActorId,
+    /// The actor's state. Its thread locks it per batch; callers may lock it
+    /// to run a cheap op inline (see `Engine::call`).
+    pub cell: Mutex<Actor>,
+    rx: Receiver<Mail>,
+    pub done: Arc<Done>,
+    /// The previous runner of this actor, still closing when this one was
+    /// made: two connections must never write one file at once.
+    predecessor: Mutex<Option<Arc<Done>>>,
+    /// Whether a thread runs this actor or has been asked to.
+    scheduled: Mutex<bool>,
+    inner: Arc<Inner>,
+}
+
+/// How a turn of the actor on a thread ended.
+enum Exit {
+    /// No mail for a while: the actor stays open without a thread.
+    Parked,
+    /// Its slot was dropped and its queue drained: the database is closed.
+    Closed,
+}
+
+impl Runner {
+    pub fn new(
+        id: ActorId,
+        cell: Mutex<Actor>,
+        rx: Receiver<Mail>,
+        predecessor: Option<Arc<Done>>,
+        inner: Arc<Inner>,
+    ) -> Arc<Runner> {
+        Arc::new(Runner {
+            id,
+            cell,
+            rx,
+            done: Arc::default(),
+            predecessor: Mutex::new(predecessor),
+            scheduled: Mutex::new(false),
+            inner,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn is_scheduled(&self) -> bool {
+        *self.scheduled.lock()
+    }
+
+    pub fn queue_is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Makes sure a thread will see what was just queued, or that the
+    /// slot's sender is gone. A parked actor is handed to a thread; one that
+    /// is running will find the mail itself.
+    pub fn wake(self: &Arc<Self>) {
+        {
+            let mut scheduled = self.scheduled.lock();
+            if *scheduled {
+                return;
+            }
+            *scheduled = true;
+        }
+        let runner = self.clone();
+        let started = self.inner.threads.spawn(Box::new(move || runner.turn()));
+        if let Err(err) = started {
+            tracing::error!(actor = %self.id, error = %err, "could not start an actor thread");
+            *self.scheduled.lock() = false;
+            // Nothing will run the queued ops: answer them rather than
+            // leave their callers waiting.
+            while let Ok(mail) = self.rx.try_recv() {
+                if let Mail::Op(msg) = mail {
+                    (msg.reply)(Err(EngineError::Internal(format!(
+                        "cannot start actor thread: {err}"
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// One turn on a pool thread: runs the actor until it parks or closes.
+    fn turn(self: Arc<Self>) {
+        crate::alloc::use_system_heap_on_this_thread();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+        match outcome {
+            Ok(Exit::Parked) => return,
+            Ok(Exit::Closed) => {}
+            Err(_) => self.after_panic(),
+        }
+        let mut registry = self.inner.registry.lock();
+        if registry
+            .closing
+            .get(&self.id)
+            .is_some_and(|d| Arc::ptr_eq(d, &self.done))
+        {
+            registry.closing.remove(&self.id);
+        }
+        drop(registry);
+        // Close the connection and release the engine before saying so:
+        // whoever waits on `done` may reopen the same files at once.
+        let done = self.done.clone();
+        drop(self);
+        done.set();
+    }
+
+    /// The actor's body panicked: retire it. Its slot goes (the next op
+    /// starts a fresh actor, which waits for this one's connection to close)
+    /// and its queued ops are dropped, so their callers get an error.
+    fn after_panic(&self) {
+        tracing::error!(actor = %self.id, "actor thread panicked");
+        if let Some(limiter) = self.inner.existing_limiter(&self.id) {
+            limiter.retire();
+        }
+        let mut registry = self.inner.registry.lock();
+        let ours = registry
+            .open
+            .get(&self.id)
+            .is_some_and(|slot| std::ptr::eq(Arc::as_ptr(&slot.runner), self));
+        if ours {
+            registry.open.remove(&self.id);
+            registry.closing.insert(self.id.clone(), self.done.clone());
+        }
+        drop(registry);
+        while self.rx.try_recv().is_ok() {}
+        self.cell.lock().abandon();
+    }
+
+    /// Runs batches of ops in arrival order until the actor parks or its
+    /// slot is dropped (then flushes and closes it).
+    fn run(&self) -> Exit {
+        if let Some(previous) = self.predecessor.lock().take() {
+            previous.wait();
+        }
+        loop {
+            let deadline = self.cell.lock().flush_deadline();
+            let first = match self
+                .rx
+                .recv_deadline(deadline.unwrap_or_else(|| Instant::now() + PARK_AFTER))
+            {
+                Ok(mail) => mail,
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) if deadline.is_some() => {
+                    self.cell.lock().flush_if_due();
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => match self.park() {
+                    Some(Ok(mail)) => mail,
+                    Some(Err(())) => break,
+                    None => return Exit::Parked,
+                },
+            };
+            let mut batch = Vec::with_capacity(self.rx.len().min(MAX_BATCH) + 1);
+            batch.push(first);
+            batch.extend(self.rx.try_iter().take(MAX_BATCH - 1));
+            let mut actor = self.cell.lock();
+            for mail in batch {
+                if let Mail::Op(msg) = mail {
+                    actor.handle(msg);
+                }
+            }
+            actor.end_batch();
+        }
+        self.cell.lock().close();
+        Exit::Closed
+    }
+
+    /// Gives the thread back unless mail came in meanwhile (`Some(Ok)`) or
+    /// the slot is gone (`Some(Err)`). Checked under the same lock `wake`
+    /// takes after queueing, so no mail is left without a thread.
+    fn park(&self) -> Option<Result<Mail, ()>> {
+        let mut scheduled = self.scheduled.lock();
+        match self.rx.try_recv() {
+            Ok(mail) => Some(Ok(mail)),
+            Err(TryRecvError::Disconnected) => Some(Err(())),
+            Err(TryRecvError::Empty) => {
+                *scheduled = false;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ActorId, Durability, Engine, EngineConfig};
+    use futures::executor::block_on;
+    use std::time::{Duration, Instant};
+
+    fn engine(dir: &tempfile::TempDir, durability: Durability, max_open_actors: usize) -> Engine {
+        Engine::open(EngineConfig {
+            data_dir: dir.path().to_path_buf(),
+            durability,
+            max_open_actors,
+            flush_interval_ms: 50,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Whether `holds` becomes true within 5 s.
+    fn eventually(holds: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if holds() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        holds()
+    }
+
+    fn add(engine: &Engine, id: &ActorId) -> i64 {
+        block_on(engine.counter_add(id, "n".into(), 1, None)).unwrap()
+    }
+
+    #[test]
+    fn an_idle_actor_gives_its_thread_back_and_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(&dir, Durability::Durable, 16);
+        let id = ActorId::parse("a").unwrap();
+        assert_eq!(add(&engine, &id), 1);
+        assert!(
+            eventually(|| engine.scheduled_actors() == 0),
+            "never parked"
+        );
+        assert_eq!(engine.open_actors(), 1);
+        assert_eq!(add(&engine, &id), 2);
+        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 2);
+        assert!(eventually(|| engine.scheduled_actors() == 0));
+        assert!(
+            engine.shutdown(Duration::from_secs(5)),
+            "a parked actor did not close"
+        );
+    }
+
+    #[test]
+    fn a_parked_actor_closes_when_evicted_and_reopens_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(&dir, Durability::Durable, 1);
+        let (a, b) = (ActorId::parse("a").unwrap(), ActorId::parse("b").unwrap());
+        add(&engine, &a);
+        assert!(eventually(|| engine.scheduled_actors() == 0));
+        // Opening b evicts the parked a, which must get a thread to close.
+        add(&engine, &b);
+        assert_eq!(add(&engine, &a), 2);
+        assert_eq!(engine.open_actors(), 1);
+        assert!(engine.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_buffered_write_made_inline_on_a_parked_actor_wakes_it_to_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(&dir, Durability::Buffered, 16);
+        let id = ActorId::parse("a").unwrap();
+        add(&engine, &id);
+        assert!(eventually(|| engine.scheduled_actors() == 0));
+        // Runs inline (open, queue empty): the actor now holds an unflushed
+        // write, so it has a thread again until its flush is done.
+        add(&engine, &id);
+        assert_eq!(engine.scheduled_actors(), 1);
+        assert!(
+            eventually(|| engine.scheduled_actors() == 0),
+            "never flushed and parked"
+        );
+        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 2);
+    }
+}
