@@ -165,6 +165,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Part::Scale => scale::check_args(&args)?,
         }
     }
+    // SQLite takes its process-wide memory settings (see `store::vfs`) only
+    // before it starts. `roost serve` opens its engine first; here a
+    // baseline's own libSQL connection would start SQLite first, and every
+    // actor connection of the later suites would get SQLite's default
+    // lookaside (about 30 KiB more per idle actor). Settle them now.
+    crate::store::vfs::register();
     let mut failures = Vec::new();
     for part in parts {
         let finished = match part {
