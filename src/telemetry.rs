@@ -11,6 +11,7 @@ pub const HTTP_DURATION: &str = "roost_http_request_duration_seconds";
 pub const HTTP_CONNECTIONS: &str = "roost_http_connections";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "roost_http_connections_refused_total";
 pub const OPEN_ACTORS: &str = "roost_open_actors";
+pub const ACTOR_THREADS: &str = "roost_actor_threads";
 pub const ACTOR_OPENS: &str = "roost_actor_opens_total";
 pub const ACTOR_CLOSES: &str = "roost_actor_closes_total";
 pub const COMMIT_BATCH_OPS: &str = "roost_commit_batch_ops";
@@ -79,7 +80,11 @@ fn describe() {
         HTTP_CONNECTIONS_REFUSED,
         "Connections closed on arrival because --max-connections were open"
     );
-    describe_gauge!(OPEN_ACTORS, "Actors with an open database and thread");
+    describe_gauge!(OPEN_ACTORS, "Actors with an open database");
+    describe_gauge!(
+        ACTOR_THREADS,
+        "Open actors on a thread (the others are parked until their next op)"
+    );
     describe_counter!(ACTOR_OPENS, "Actor threads started");
     describe_counter!(
         ACTOR_CLOSES,

@@ -12,6 +12,7 @@ use super::actor::{Actor, Mail};
 use super::{Done, Inner};
 use crate::actor_id::ActorId;
 use crate::error::EngineError;
+use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -89,6 +90,9 @@ impl Runner {
         }
         let runner = self.clone();
         let started = self.inner.threads.spawn(Box::new(move || runner.turn()));
+        if started.is_ok() {
+            metrics::gauge!(telemetry::ACTOR_THREADS).increment(1.0);
+        }
         if let Err(err) = started {
             tracing::error!(actor = %self.id, error = %err, "could not start an actor thread");
             *self.scheduled.lock() = false;
@@ -108,6 +112,7 @@ impl Runner {
     fn turn(self: Arc<Self>) {
         crate::alloc::use_system_heap_on_this_thread();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+        metrics::gauge!(telemetry::ACTOR_THREADS).decrement(1.0);
         match outcome {
             Ok(Exit::Parked) => return,
             Ok(Exit::Closed) => {}

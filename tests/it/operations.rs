@@ -81,6 +81,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     assert!(metric(&after, "roost_commit_duration_seconds_count", "") > 0.0);
     assert!(metric(&after, "roost_actor_opens_total", "") >= 1.0);
     assert!(after.contains("roost_open_actors"));
+    assert!(after.contains("roost_actor_threads"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,8 @@ pub(super) struct Resident {
     pub(super) actors: usize,
     pub(super) rss: [u64; 3],
     pub(super) fds: [u64; 3],
+    /// The process's threads at each sample (idle actors park theirs).
+    pub(super) threads: [u64; 3],
 }
 
 impl Resident {
@@ -59,10 +61,12 @@ pub(super) fn resident(dir: &Path, plan: &Plan) -> anyhow::Result<Resident> {
     let (first, second) = picked.split_at(plan.idle / 2);
     let mut rss = [0; 3];
     let mut fds = [0; 3];
+    let mut threads = [0; 3];
     for (step, batch) in [&[][..], first, second].into_iter().enumerate() {
         open_all(&engine, batch)?;
         rss[step] = settled_rss()?;
         fds[step] = open_fds()?;
+        threads[step] = status_field("Threads:")?;
     }
     let open = engine.open_actors();
     ensure!(
@@ -75,6 +79,7 @@ pub(super) fn resident(dir: &Path, plan: &Plan) -> anyhow::Result<Resident> {
         actors: plan.idle,
         rss,
         fds,
+        threads,
     })
 }
 
@@ -134,13 +139,17 @@ fn release_free_heap() {}
 
 /// `VmRSS` of this process, in bytes.
 fn resident_bytes() -> anyhow::Result<u64> {
+    Ok(status_field("VmRSS:")? * 1024)
+}
+
+/// A number from `/proc/self/status` (`VmRSS:` is in KiB).
+fn status_field(name: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc")?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(name))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .context("no VmRSS in /proc/self/status")
+        .with_context(|| format!("no {name} in /proc/self/status"))
 }
 
 fn open_fds() -> anyhow::Result<u64> {
