@@ -26,6 +26,8 @@ pub(super) struct Resident {
     pub(super) fds: [u64; 3],
     /// The process's threads at each sample (idle actors park theirs).
     pub(super) threads: [u64; 3],
+    /// Bytes SQLite had allocated at each sample (`sqlite3_memory_used`).
+    pub(super) sqlite: [u64; 3],
 }
 
 impl Resident {
@@ -47,6 +49,11 @@ impl Resident {
         self.first_half().max(self.second_half())
     }
 
+    /// SQLite's own heap per actor, all of them open against none.
+    pub(super) fn sqlite_per_actor(&self) -> f64 {
+        self.sqlite[2].saturating_sub(self.sqlite[0]) as f64 / self.actors.max(1) as f64
+    }
+
     pub(super) fn fds_per_actor(&self) -> f64 {
         self.fds[2].saturating_sub(self.fds[0]) as f64 / self.actors as f64
     }
@@ -62,11 +69,14 @@ pub(super) fn resident(dir: &Path, plan: &Plan) -> anyhow::Result<Resident> {
     let mut rss = [0; 3];
     let mut fds = [0; 3];
     let mut threads = [0; 3];
+    let mut sqlite = [0; 3];
     for (step, batch) in [&[][..], first, second].into_iter().enumerate() {
         open_all(&engine, batch)?;
         rss[step] = settled_rss()?;
         fds[step] = open_fds()?;
         threads[step] = status_field("Threads:")?;
+        // SAFETY: reads a counter; SQLite is initialized (actors are open).
+        sqlite[step] = u64::try_from(unsafe { libsql::ffi::sqlite3_memory_used() }).unwrap_or(0);
     }
     let open = engine.open_actors();
     ensure!(
@@ -80,6 +90,7 @@ pub(super) fn resident(dir: &Path, plan: &Plan) -> anyhow::Result<Resident> {
         rss,
         fds,
         threads,
+        sqlite,
     })
 }
 

@@ -217,17 +217,18 @@ impl Report {
             Ok(r) => r,
             Err(err) => return writeln!(out, "Idle open actors: failed: {err}\n"),
         };
-        writeln!(out, "| idle open actors | VmRSS before | with half open | with all open | per actor, first half | per actor, second half | fds per actor | threads before / with all open |")?;
-        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+        writeln!(out, "| idle open actors | VmRSS before | with half open | with all open | per actor, first half | per actor, second half | of it SQLite's heap | fds per actor | threads before / with all open |")?;
+        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
         writeln!(
             out,
-            "| {} | {} MiB | {} MiB | {} MiB | {} KiB | {} KiB | {:.2} | {} / {} |",
+            "| {} | {} MiB | {} MiB | {} MiB | {} KiB | {} KiB | {} KiB | {:.2} | {} / {} |",
             thousands(r.actors as u64),
             mib(r.rss[0]),
             mib(r.rss[1]),
             mib(r.rss[2]),
             kib(r.first_half()),
             kib(r.second_half()),
+            kib(r.sqlite_per_actor()),
             r.fds_per_actor(),
             r.threads[0],
             r.threads[2],
