@@ -415,26 +415,28 @@ mod tests {
     use super::*;
     use crate::engine::watchdog::QuerySlot;
 
+    /// Opens an actor file that exists, or creates it as `create`.
+    fn open(location: &Location, id: &str, create: Option<Durability>) -> ActorDb {
+        ActorDb::open(
+            location,
+            id,
+            create,
+            &Limits::default(),
+            QuerySlot::detached,
+        )
+        .unwrap()
+        .unwrap()
+    }
+
     #[test]
     fn ids_that_look_like_sql_parameters_are_stored_verbatim() {
         let dir = tempfile::tempdir().unwrap();
         for (i, id) in ["?1", "?2", "'?2'", "a'b", "?1?2"].into_iter().enumerate() {
             let location = Location::File(dir.path().join(format!("{i}.db")));
-            let open = |create| {
-                ActorDb::open(
-                    &location,
-                    id,
-                    create,
-                    &Limits::default(),
-                    QuerySlot::detached,
-                )
-                .unwrap()
-                .unwrap()
-            };
-            let mut db = open(Some(Durability::Buffered));
+            let mut db = open(&location, id, Some(Durability::Buffered));
             assert_eq!(db.meta("id").unwrap(), Value::Text(id.to_owned()));
             db.close();
-            let mut db = open(None);
+            let mut db = open(&location, id, None);
             assert_eq!(db.meta("id").unwrap(), Value::Text(id.to_owned()));
             assert_eq!(db.durability(), Durability::Buffered);
             db.close();
@@ -445,18 +447,7 @@ mod tests {
     fn actor_files_use_wal_without_exclusive_locks_or_a_shm_file() {
         let dir = tempfile::tempdir().unwrap();
         let location = Location::File(dir.path().join("a.db"));
-        let open = |create| {
-            ActorDb::open(
-                &location,
-                "a",
-                create,
-                &Limits::default(),
-                QuerySlot::detached,
-            )
-            .unwrap()
-            .unwrap()
-        };
-        let mut db = open(Some(Durability::Durable));
+        let mut db = open(&location, "a", Some(Durability::Durable));
         assert_eq!(
             db.pragma_value("PRAGMA journal_mode").unwrap(),
             Value::Text("wal".into())
@@ -468,7 +459,7 @@ mod tests {
         assert!(dir.path().join("a.db-wal").exists());
         assert!(!dir.path().join("a.db-shm").exists());
         db.close();
-        let mut db = open(None);
+        let mut db = open(&location, "a", None);
         assert_eq!(db.meta("id").unwrap(), Value::Text("a".into()));
         db.close();
         assert!(!dir.path().join("a.db-shm").exists());
