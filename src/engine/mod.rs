@@ -1,7 +1,8 @@
-//! The actor engine: routes each operation to its actor's thread, keeps a
-//! bounded set of actors open (least recently used and idle ones are
-//! closed), and shuts down by flushing every actor. It knows nothing of
-//! HTTP or C; both fronts call the typed API in `api`.
+//! The actor engine: routes each operation to its actor's queue (run on a
+//! thread while the actor has work, see `runner`), keeps a bounded set of
+//! actors open (least recently used and idle ones are closed), and shuts
+//! down by flushing every actor. It knows nothing of HTTP or C; both
+//! fronts call the typed API in `api`.
 
 mod actor;
 pub mod api;
@@ -59,7 +60,7 @@ pub(crate) struct Inner {
     /// never handed anything off should not pay for a map lookup.
     any_moved: AtomicBool,
     closed: AtomicBool,
-    /// Actor threads, reused from closed actors (see `threads`).
+    /// Actor threads, reused from parked and closed actors (see `threads`).
     threads: threads::Threads,
     /// Held until every actor has closed: one engine per data dir (actor
     /// files are opened without SQLite's own locks, see `store::vfs`).
@@ -102,7 +103,7 @@ impl Slot {
     }
 }
 
-/// Set when an actor thread has closed its database and exited.
+/// Set when an actor has closed its database and let go of the engine.
 #[derive(Default)]
 pub(crate) struct Done {
     finished: Mutex<bool>,
@@ -216,7 +217,7 @@ impl Engine {
         }
     }
 
-    /// Queues `op` on the actor's thread; `reply` gets the result. Never
+    /// Queues `op` for the actor; `reply` gets the result. Never
     /// blocks on I/O, so async runtimes and event loops may call it.
     pub fn submit(&self, id: &ActorId, op: Op, create_as: Option<Durability>, reply: Reply) {
         if let Err(err) = op.validate(&self.inner.config.limits) {
@@ -327,7 +328,8 @@ impl Engine {
         let (answer, now_dirty) = actor.run_inline(op, create_as);
         drop(actor);
         if now_dirty {
-            // The thread may be asleep without a deadline: let it arm the flush timer.
+            // The actor may be parked, or asleep without a deadline: let
+            // it arm the flush timer.
             self.wake(id);
         }
         Ok(answer)
@@ -444,7 +446,6 @@ impl Engine {
         self.inner.temp_file(what)
     }
 
-    /// Number of actors with an open thread.
     /// Open actors that hold a thread (the rest are parked).
     #[cfg(test)]
     pub(crate) fn scheduled_actors(&self) -> usize {
@@ -456,6 +457,7 @@ impl Engine {
             .count()
     }
 
+    /// Number of open actors, parked or not.
     pub fn open_actors(&self) -> usize {
         self.inner.registry.lock().open.len()
     }
@@ -633,7 +635,7 @@ fn evict_lru(inner: &Inner, registry: &mut Registry) {
 
 fn close_slot(registry: &mut Registry, id: &ActorId, reason: &'static str) {
     if let Some(slot) = registry.open.remove(id) {
-        // Dropping the sender lets the thread drain its queue, flush and exit.
+        // Dropping the sender lets the actor drain its queue, flush and close.
         registry.closing.insert(id.clone(), slot.retire());
         metrics::counter!(telemetry::ACTOR_CLOSES, "reason" => reason).increment(1);
         metrics::gauge!(telemetry::OPEN_ACTORS).set(registry.open.len() as f64);

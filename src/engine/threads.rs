@@ -1,12 +1,12 @@
-//! Actor threads, reused. When an actor closes, its thread waits here
-//! (parked) for the next actor to open, so a cold open skips creating a
-//! thread: mapping its stack and guard page, `clone`, and the new thread's
-//! own setup, which on this kind of VM took about as long as opening the
-//! actor's database.
+//! Actor threads, reused. When an actor parks or closes (see `runner`),
+//! its thread waits here for the next actor with work, so a cold open
+//! skips creating a thread: mapping its stack and guard page, `clone`, and
+//! the new thread's own setup, which on this kind of VM took about as long
+//! as opening the actor's database.
 //!
 //! At most [`MAX_IDLE`] threads wait, each for at most [`IDLE_FOR`]; the
-//! rest exit as before. Jobs are the actor bodies `Engine` builds, which
-//! catch their own panics, so a thread is never returned broken.
+//! rest exit. Jobs are the runner's turns, which catch their own panics,
+//! so a thread is never returned broken.
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
