@@ -71,8 +71,8 @@ pub(crate) struct Inner {
 #[derive(Default)]
 struct Registry {
     open: HashMap<ActorId, Slot>,
-    /// Threads of evicted actors that are still finishing their queue.
-    closing: HashMap<ActorId, Arc<Done>>,
+    /// Evicted actors still finishing their queue.
+    closing: HashMap<ActorId, Arc<Runner>>,
 }
 
 struct Slot {
@@ -94,12 +94,12 @@ impl Slot {
     }
 
     /// Drops the queue's sender, so the actor drains its queue, flushes and
-    /// closes; returns what is set once it has.
-    fn retire(self) -> Arc<Done> {
+    /// closes; returns its runner, whose `done` is set once it has.
+    fn retire(self) -> Arc<Runner> {
         let Slot { tx, runner, .. } = self;
         drop(tx);
         runner.wake();
-        runner.done.clone()
+        runner
     }
 }
 
@@ -248,7 +248,7 @@ impl Engine {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let pinned = Arc::new(AtomicBool::new(false));
-        let predecessor = registry.closing.get(id).cloned();
+        let predecessor = registry.closing.get(id).map(|r| r.done.clone());
         let cell = Mutex::new(Actor::new(id.clone(), self.inner.clone(), pinned.clone()));
         let runner = Runner::new(id.clone(), cell, rx, predecessor, self.inner.clone());
         let slot = Slot {
@@ -481,10 +481,10 @@ impl Engine {
             let mut dones: Vec<_> = registry
                 .open
                 .drain()
-                .map(|(_, slot)| slot.retire())
+                .map(|(_, slot)| slot.retire().done.clone())
                 .collect();
             metrics::gauge!(telemetry::OPEN_ACTORS).set(0.0);
-            dones.extend(registry.closing.values().cloned());
+            dones.extend(registry.closing.values().map(|r| r.done.clone()));
             dones
         };
         self.inner.reaper_wake.notify_all();
@@ -668,6 +668,13 @@ fn reap_idle(inner: std::sync::Weak<Inner>) {
             .collect();
         for id in &idle_ids {
             close_slot(&mut registry, id, "idle");
+        }
+        // A closing actor whose thread could not be started (the system
+        // was out of threads) is tried again.
+        for runner in registry.closing.values() {
+            if !runner.is_scheduled() {
+                runner.wake();
+            }
         }
         inner.reaper_wake.wait_for(&mut registry, tick);
     }

@@ -68,7 +68,6 @@ impl Runner {
         })
     }
 
-    #[cfg(test)]
     pub fn is_scheduled(&self) -> bool {
         *self.scheduled.lock()
     }
@@ -122,7 +121,7 @@ impl Runner {
         if registry
             .closing
             .get(&self.id)
-            .is_some_and(|d| Arc::ptr_eq(d, &self.done))
+            .is_some_and(|r| Arc::ptr_eq(r, &self))
         {
             registry.closing.remove(&self.id);
         }
@@ -137,7 +136,7 @@ impl Runner {
     /// The actor's body panicked: retire it. Its slot goes (the next op
     /// starts a fresh actor, which waits for this one's connection to close)
     /// and its queued ops are dropped, so their callers get an error.
-    fn after_panic(&self) {
+    fn after_panic(self: &Arc<Self>) {
         tracing::error!(actor = %self.id, "actor thread panicked");
         if let Some(limiter) = self.inner.existing_limiter(&self.id) {
             limiter.retire();
@@ -146,10 +145,10 @@ impl Runner {
         let ours = registry
             .open
             .get(&self.id)
-            .is_some_and(|slot| std::ptr::eq(Arc::as_ptr(&slot.runner), self));
+            .is_some_and(|slot| Arc::ptr_eq(&slot.runner, self));
         if ours {
             registry.open.remove(&self.id);
-            registry.closing.insert(self.id.clone(), self.done.clone());
+            registry.closing.insert(self.id.clone(), self.clone());
         }
         drop(registry);
         while self.rx.try_recv().is_ok() {}
