@@ -277,6 +277,59 @@ mod tests {
         assert!(engine.shutdown(Duration::from_secs(5)));
     }
 
+    /// Writers pause around the park delay while a small cache evicts
+    /// running and parked actors alike: every acknowledged increment is
+    /// stored, and the engine shuts down cleanly.
+    #[test]
+    fn parking_waking_and_evicting_under_load_lose_no_write() {
+        use rand::{Rng, SeedableRng};
+        const ACTORS: usize = 24;
+        let dir = tempfile::tempdir().unwrap();
+        for durability in [Durability::Durable, Durability::Buffered] {
+            let engine = engine(&dir, durability, 8);
+            let prefix = format!("{durability:?}-");
+            let acknowledged: Vec<usize> = std::thread::scope(|scope| {
+                let writers: Vec<_> = (0..6u64)
+                    .map(|seed| {
+                        let (engine, prefix) = (&engine, &prefix);
+                        scope.spawn(move || {
+                            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                            let mut done = vec![0; ACTORS];
+                            let until = Instant::now() + Duration::from_millis(1500);
+                            while Instant::now() < until {
+                                let i = rng.gen_range(0..ACTORS);
+                                let id = ActorId::parse(&format!("{prefix}{i}")).unwrap();
+                                add(engine, &id);
+                                done[i] += 1;
+                                // Around PARK_AFTER, so actors park and wake often.
+                                let pause = rng.gen_range(0..140);
+                                std::thread::sleep(Duration::from_millis(pause));
+                            }
+                            done
+                        })
+                    })
+                    .collect();
+                writers
+                    .into_iter()
+                    .fold(vec![0; ACTORS], |mut sum, writer| {
+                        for (total, n) in sum.iter_mut().zip(writer.join().unwrap()) {
+                            *total += n;
+                        }
+                        sum
+                    })
+            });
+            for (i, &expected) in acknowledged.iter().enumerate() {
+                let id = ActorId::parse(&format!("{prefix}{i}")).unwrap();
+                let stored = block_on(engine.counter_get(&id, "n".into())).unwrap();
+                assert_eq!(stored, expected as i64, "{id}");
+            }
+            assert!(
+                engine.shutdown(Duration::from_secs(10)),
+                "did not shut down"
+            );
+        }
+    }
+
     #[test]
     fn a_buffered_write_made_inline_on_a_parked_actor_wakes_it_to_flush() {
         let dir = tempfile::tempdir().unwrap();
