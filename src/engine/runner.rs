@@ -243,6 +243,14 @@ mod tests {
         block_on(engine.counter_add(id, "n".into(), 1, None)).unwrap()
     }
 
+    fn count(engine: &Engine, id: &ActorId) -> i64 {
+        block_on(engine.counter_get(id, "n".into())).unwrap()
+    }
+
+    fn shuts_down(engine: &Engine) -> bool {
+        engine.shutdown(Duration::from_secs(10))
+    }
+
     #[test]
     fn an_idle_actor_gives_its_thread_back_and_stays_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -255,12 +263,9 @@ mod tests {
         );
         assert_eq!(engine.open_actors(), 1);
         assert_eq!(add(&engine, &id), 2);
-        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 2);
+        assert_eq!(count(&engine, &id), 2);
         assert!(eventually(|| engine.scheduled_actors() == 0));
-        assert!(
-            engine.shutdown(Duration::from_secs(5)),
-            "a parked actor did not close"
-        );
+        assert!(shuts_down(&engine), "a parked actor did not close");
     }
 
     #[test]
@@ -274,7 +279,7 @@ mod tests {
         add(&engine, &b);
         assert_eq!(add(&engine, &a), 2);
         assert_eq!(engine.open_actors(), 1);
-        assert!(engine.shutdown(Duration::from_secs(5)));
+        assert!(shuts_down(&engine));
     }
 
     /// Writers pause around the park delay while a small cache evicts
@@ -320,13 +325,10 @@ mod tests {
             });
             for (i, &expected) in acknowledged.iter().enumerate() {
                 let id = ActorId::parse(&format!("{prefix}{i}")).unwrap();
-                let stored = block_on(engine.counter_get(&id, "n".into())).unwrap();
+                let stored = count(&engine, &id);
                 assert_eq!(stored, expected as i64, "{id}");
             }
-            assert!(
-                engine.shutdown(Duration::from_secs(10)),
-                "did not shut down"
-            );
+            assert!(shuts_down(&engine), "did not shut down");
         }
     }
 
@@ -345,6 +347,6 @@ mod tests {
             eventually(|| engine.scheduled_actors() == 0),
             "never flushed and parked"
         );
-        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 2);
+        assert_eq!(count(&engine, &id), 2);
     }
 }
