@@ -78,11 +78,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("roost: listening on http://{addr}");
     tracing::info!(%addr, machine = %node.machine_id, region = %node.region, "serving");
-    let served = http::serve(listener, state, shutdown_signal());
     let drain = Duration::from_millis(args.shutdown_timeout_ms);
-    match tokio::time::timeout(drain, served).await {
-        Ok(result) => result?,
-        Err(_) => tracing::warn!("in-flight requests did not finish in time; closing anyway"),
+    // The drain deadline runs from the signal, not from the start.
+    let (signalled, mut draining) = tokio::sync::oneshot::channel::<()>();
+    let served = http::serve(listener, state, async move {
+        shutdown_signal().await;
+        let _ = signalled.send(());
+    });
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        result = &mut served => result?,
+        _ = &mut draining => match tokio::time::timeout(drain, &mut served).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!("in-flight requests did not finish in time; closing anyway"),
+        },
     }
     let flushed = tokio::task::spawn_blocking(move || engine.shutdown(drain)).await?;
     if !flushed {

@@ -547,3 +547,29 @@ fn json_access_logs_carry_request_id_actor_status_and_latency() {
     assert_eq!(fields["route"], "/v1/actors/{id}/counters/{name}");
     assert!(fields["latency_ms"].as_f64().is_some());
 }
+
+/// The shutdown timeout bounds the drain after SIGTERM; it is no lifetime:
+/// a server keeps serving long past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_outlives_its_shutdown_timeout_and_drains_within_it_after_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut process = crate::harness::Process::start(dir.path(), &["--shutdown-timeout-ms", "500"]);
+    let add = |n: i64| {
+        client
+            .post(process.actor("up", "/counters/n"))
+            .json(&json!({ "by": n }))
+            .send()
+    };
+    assert_eq!(add(1).await.unwrap().status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let later = add(1).await.expect("still serving three timeouts later");
+    assert_eq!(later.json::<Value>().await.unwrap()["value"], 2);
+    let asked = std::time::Instant::now();
+    assert!(process.terminate().success());
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "stopped {:?} after SIGTERM",
+        asked.elapsed()
+    );
+}
