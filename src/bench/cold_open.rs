@@ -6,7 +6,35 @@ use std::time::{Duration, Instant};
 
 use super::fixture::ScratchDir;
 use super::load::{duration_nanos, CpuSample, Latencies};
+use super::scale::memory::status_field;
 use crate::{ActorId, Durability, Engine, EngineConfig};
+
+/// Longest wait for an earlier engine's threads to exit.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time the measured engine gets to start before the first read.
+const READY_AFTER: Duration = Duration::from_millis(200);
+
+/// Opens the engine whose cold opens are timed, once an earlier engine of
+/// this process has let its threads go. In production the measured engine
+/// is a new process; here the earlier one's threads exit just as it starts
+/// (each exit unmaps a stack: a TLB shoot-down that interrupts the other
+/// core). The new engine then gets a moment to start its spare threads,
+/// as a restarted server has long before its first request.
+pub(super) fn open_settled(config: EngineConfig) -> anyhow::Result<Engine> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let mut threads = status_field("Threads:")?;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = status_field("Threads:")?;
+        if now >= threads {
+            break;
+        }
+        threads = now;
+    }
+    let engine = Engine::open(config).context("opening the measured engine")?;
+    std::thread::sleep(READY_AFTER);
+    Ok(engine)
+}
 
 /// Cold and warm latencies of a first and second read of each actor.
 pub(super) struct ColdOpen {
@@ -18,7 +46,8 @@ pub(super) struct ColdOpen {
 }
 
 /// Creates `actors` durable actors, restarts the engine, then times the
-/// first read of each (thread spawn, file open, read) and a second one.
+/// first read of each (file open and read, on the calling thread: see
+/// `engine::caller`) and a second one.
 pub(super) fn cold_open(actors: usize) -> anyhow::Result<ColdOpen> {
     let dir = ScratchDir::new("cold")?;
     let config = EngineConfig {
@@ -46,13 +75,13 @@ pub(super) fn cold_open(actors: usize) -> anyhow::Result<ColdOpen> {
         "setup engine did not shut down within 60 s"
     );
     drop(engine);
-
-    let engine = Engine::open(config).context("reopening the engine")?;
+    let engine = open_settled(config)?;
     let timed = |label: &str| -> anyhow::Result<Latencies> {
         let mut nanos = Vec::with_capacity(ids.len());
         for id in &ids {
             let started = Instant::now();
-            let value = futures::executor::block_on(engine.counter_get(id, "n".into()))
+            let value = engine
+                .block_on(engine.counter_get(id, "n".into()))
                 .with_context(|| format!("{label} read of {}", id.as_str()))?;
             nanos.push(duration_nanos(started.elapsed()));
             ensure!(

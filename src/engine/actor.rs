@@ -231,20 +231,8 @@ impl Actor {
             }
             _ => {}
         }
-        if self.db.is_none() {
-            match self.open(
-                op.writes()
-                    .then(|| create_as.unwrap_or(self.inner.config.durability)),
-            ) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let absent = op.answer_when_absent();
-                    return Outcome::Now(absent.ok_or_else(|| {
-                        EngineError::NotFound(format!("actor {} has no state", self.id))
-                    }));
-                }
-                Err(err) => return Outcome::Now(Err(err)),
-            }
+        if let Err(answer) = self.open_if_closed(&op, create_as) {
+            return Outcome::Now(answer);
         }
         let result = self.apply(&op);
         let Some(db) = self.db.as_mut() else {
@@ -306,6 +294,45 @@ impl Actor {
         }
     }
 
+    /// Opens the database for a cheap `op` on the caller's thread (see
+    /// `Engine::call`). `Err` holds the op's answer when there is nothing
+    /// to run it on: the actor moved away, has no state, or failed to open.
+    pub fn open_inline(
+        &mut self,
+        op: &Op,
+        create_as: Option<Durability>,
+    ) -> Result<(), Result<OpOutput, EngineError>> {
+        if let Some(to) = self.inner.moved_to(&self.id) {
+            return Err(Err(EngineError::Moved {
+                id: self.id.to_string(),
+                to,
+            }));
+        }
+        self.open_if_closed(op, create_as)
+    }
+
+    /// Opens the database for `op` if it is closed, as in
+    /// [`Actor::open_inline`].
+    fn open_if_closed(
+        &mut self,
+        op: &Op,
+        create_as: Option<Durability>,
+    ) -> Result<(), Result<OpOutput, EngineError>> {
+        if self.db.is_some() {
+            return Ok(());
+        }
+        let create = op
+            .writes()
+            .then(|| create_as.unwrap_or(self.inner.config.durability));
+        match self.open(create) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(op
+                .answer_when_absent()
+                .ok_or_else(|| EngineError::NotFound(format!("actor {} has no state", self.id)))),
+            Err(err) => Err(Err(err)),
+        }
+    }
+
     /// Opens (or, given a durability, creates) the database. `Ok(false)`:
     /// the actor has no stored state and none was asked for.
     fn open(&mut self, create: Option<Durability>) -> Result<bool, EngineError> {
@@ -321,9 +348,14 @@ impl Actor {
         };
         let limits = &self.inner.config.limits;
         let watchdog = &self.inner.watchdog;
-        let db = ActorDb::open(&location, self.id.as_str(), create, limits, |conn| {
-            watchdog.slot(conn)
-        })?;
+        let db = ActorDb::open_known(
+            &location,
+            exists,
+            self.id.as_str(),
+            create,
+            limits,
+            |conn| watchdog.slot(conn),
+        )?;
         self.pinned
             .store(matches!(location, Location::Memory), Ordering::Release);
         self.counters.clear();

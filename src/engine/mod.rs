@@ -6,6 +6,7 @@
 
 mod actor;
 pub mod api;
+pub mod caller;
 pub mod events;
 pub mod ops;
 mod runner;
@@ -178,6 +179,7 @@ impl Engine {
         let limiter_ids = (0..config.ratelimit_shards as usize)
             .map(crate::limiter::shard_id)
             .collect();
+        let open_capacity = config.max_open_actors.min(1 << 16);
         let inner = Arc::new(Inner {
             config,
             catalog,
@@ -185,7 +187,12 @@ impl Engine {
             events: events::Events::default(),
             limiter_ids,
             limiters: Default::default(),
-            registry: Mutex::new(Registry::default()),
+            // Sized for the cache up front: growing it rehashes every open
+            // actor under the lock, which stalled the opens at each doubling.
+            registry: Mutex::new(Registry {
+                open: HashMap::with_capacity(open_capacity),
+                closing: HashMap::new(),
+            }),
             any_moved: AtomicBool::new(!moved.is_empty()),
             moved: parking_lot::RwLock::new(moved),
             closed: AtomicBool::new(false),
@@ -236,6 +243,12 @@ impl Engine {
             slot.last_used = Instant::now();
             return slot.send(Mail::Op(msg));
         }
+        // Checked again under the lock `shutdown` takes after setting it:
+        // no actor opens after shutdown has closed them all.
+        if self.inner.closed.load(Ordering::Acquire) {
+            drop(registry);
+            return (msg.reply)(Err(EngineError::Closed));
+        }
         self.spawn_actor(&mut registry, id, msg);
     }
 
@@ -243,6 +256,15 @@ impl Engine {
     /// cannot be started answers the queued ops with an error; the next op
     /// tries again.)
     fn spawn_actor(&self, registry: &mut Registry, id: &ActorId, msg: Msg) {
+        self.open_slot(registry, id);
+        if let Some(slot) = registry.open.get(id) {
+            slot.send(Mail::Op(msg));
+        }
+    }
+
+    /// A new slot for `id`, with no thread yet, evicting the least recently
+    /// used actor if the cache is full.
+    fn open_slot(&self, registry: &mut Registry, id: &ActorId) -> Arc<Runner> {
         if registry.open.len() >= self.inner.config.max_open_actors {
             evict_lru(&self.inner, registry);
         }
@@ -253,14 +275,20 @@ impl Engine {
         let runner = Runner::new(id.clone(), cell, rx, predecessor, self.inner.clone());
         let slot = Slot {
             tx,
-            runner,
+            runner: runner.clone(),
             last_used: Instant::now(),
             pinned,
         };
-        slot.send(Mail::Op(msg));
         metrics::counter!(telemetry::ACTOR_OPENS).increment(1);
         registry.open.insert(id.clone(), slot);
         metrics::gauge!(telemetry::OPEN_ACTORS).set(registry.open.len() as f64);
+        runner
+    }
+
+    /// Runs `future` (an engine call) on this thread and waits for it, as a
+    /// blocking caller (see [`caller`]): a cold actor is opened right here.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        caller::blocking(|| futures::executor::block_on(future))
     }
 
     /// Runs `op` and waits for its result.
@@ -293,6 +321,7 @@ impl Engine {
     /// Runs a cheap op (KV, counters) on the calling thread when the actor
     /// is open, answers without an fsync (buffered or memory), nothing is
     /// queued before it and its thread is not busy: no thread hop at all.
+    /// A blocking caller also opens a cold actor itself (see [`caller`]).
     /// Otherwise hands the op back to be queued.
     fn try_inline(
         &self,
@@ -306,6 +335,9 @@ impl Engine {
         let runner = {
             let mut registry = self.inner.registry.lock();
             let Some(slot) = registry.open.get_mut(id) else {
+                if caller::is_blocking() && !registry.closing.contains_key(id) {
+                    return self.open_inline(registry, id, op, create_as);
+                }
                 return Err(op);
             };
             if !slot.tx.is_empty() {
@@ -330,6 +362,43 @@ impl Engine {
         if now_dirty {
             // The actor may be parked, or asleep without a deadline: let
             // it arm the flush timer.
+            self.wake(id);
+        }
+        Ok(answer)
+    }
+
+    /// A blocking caller's cold open (see [`caller`]): a slot for `id`
+    /// whose database this thread opens, holding the actor's lock, before
+    /// running `op` here. Ops that arrive meanwhile queue and wait for the
+    /// lock; an op that cannot run inline (a durable write) queues after
+    /// them, for the actor's thread, once the database is open.
+    fn open_inline(
+        &self,
+        mut registry: parking_lot::MutexGuard<'_, Registry>,
+        id: &ActorId,
+        op: Op,
+        create_as: Option<Durability>,
+    ) -> Result<Result<OpOutput, EngineError>, Op> {
+        if let Err(err) = op.validate(&self.inner.config.limits) {
+            return Ok(Err(err));
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Ok(Err(EngineError::Closed));
+        }
+        let runner = self.open_slot(&mut registry, id);
+        // Nobody else can hold the new actor's lock yet: the registry's is
+        // still held.
+        let mut actor = runner.cell.lock();
+        drop(registry);
+        if let Err(answer) = actor.open_inline(&op, create_as) {
+            return Ok(answer);
+        }
+        if !runner.queue_is_empty() || !actor.runs_inline(&op) {
+            return Err(op);
+        }
+        let (answer, now_dirty) = actor.run_inline(op, create_as);
+        drop(actor);
+        if now_dirty {
             self.wake(id);
         }
         Ok(answer)

@@ -283,8 +283,9 @@ mod tests {
     }
 
     /// Writers pause around the park delay while a small cache evicts
-    /// running and parked actors alike: every acknowledged increment is
-    /// stored, and the engine shuts down cleanly.
+    /// running and parked actors alike, and blocking callers open evicted
+    /// actors on their own threads while others queue ops for them: every
+    /// acknowledged increment is stored, and the engine shuts down cleanly.
     #[test]
     fn parking_waking_and_evicting_under_load_lose_no_write() {
         use rand::{Rng, SeedableRng};
@@ -304,7 +305,14 @@ mod tests {
                             while Instant::now() < until {
                                 let i = rng.gen_range(0..ACTORS);
                                 let id = ActorId::parse(&format!("{prefix}{i}")).unwrap();
-                                add(engine, &id);
+                                // Half the writers are blocking callers,
+                                // which open cold actors themselves.
+                                match seed % 2 {
+                                    0 => engine
+                                        .block_on(engine.counter_add(&id, "n".into(), 1, None))
+                                        .unwrap(),
+                                    _ => add(engine, &id),
+                                };
                                 done[i] += 1;
                                 // Around PARK_AFTER, so actors park and wake often.
                                 let pause = rng.gen_range(0..140);

@@ -271,7 +271,8 @@ pub fn wait<F: Future>(future: F) -> F::Output {
             })
         });
     signal.woken.store(false, Ordering::Relaxed);
-    let output = drive(future, &signal);
+    // The caller waits anyway: a cold actor is opened on this thread.
+    let output = crate::engine::caller::blocking(|| drive(future, &signal));
     let _ = SIGNAL.try_with(|slot| slot.set(Some(signal)));
     output
 }

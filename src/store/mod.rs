@@ -13,6 +13,7 @@ pub mod ratelimit;
 mod shm;
 pub mod split;
 pub mod sql;
+mod syscalls;
 pub mod transfer;
 pub mod value;
 pub mod vfs;
@@ -88,16 +89,38 @@ impl ActorDb {
         limits: &Limits,
         slot_for: impl FnOnce(Connection) -> Arc<QuerySlot>,
     ) -> Result<Option<Self>, EngineError> {
+        let exists = match location {
+            Location::File(path) => path.exists(),
+            Location::Memory => false,
+        };
+        Self::open_known(location, exists, id, create, limits, slot_for)
+    }
+
+    /// [`ActorDb::open`] for a caller that has just looked whether the
+    /// file `exists` (and nothing else can create or remove it meanwhile):
+    /// one `stat` of a deep path fewer on every cold open.
+    pub fn open_known(
+        location: &Location,
+        exists: bool,
+        id: &str,
+        create: Option<Durability>,
+        limits: &Limits,
+        slot_for: impl FnOnce(Connection) -> Arc<QuerySlot>,
+    ) -> Result<Option<Self>, EngineError> {
         // Through the `roost` VFS when it registered.
         let via_vfs = matches!(location, Location::File(_)) && vfs::register();
-        let (path, exists) = match location {
+        let path = match location {
             Location::File(path) => {
                 let text = path.to_string_lossy().into_owned();
-                let opened = if via_vfs { vfs::uri(&text) } else { text };
-                (opened, path.exists())
+                if via_vfs {
+                    vfs::uri(&text)
+                } else {
+                    text
+                }
             }
-            Location::Memory => (":memory:".to_owned(), false),
+            Location::Memory => ":memory:".to_owned(),
         };
+        let exists = exists && matches!(location, Location::File(_));
         if !exists && create.is_none() {
             return Ok(None);
         }

@@ -53,6 +53,7 @@ pub fn register() -> bool {
             if base.is_null() || (*base).xOpen.is_none() {
                 return false;
             }
+            super::syscalls::install(base);
             let mut vfs = *base;
             vfs.pNext = std::ptr::null_mut();
             vfs.zName = NAME.as_ptr();

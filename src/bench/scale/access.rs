@@ -20,9 +20,10 @@ pub(super) struct Probe {
 }
 
 /// Reads `plan.probe` distinct random actors in a fresh engine, one at a
-/// time (thread start, file open, read), then reads each again.
+/// time (file open and read, on this thread: see `engine::caller`), then
+/// reads each again.
 pub(super) fn probe(dir: &Path, plan: &Plan) -> anyhow::Result<Probe> {
-    let engine = Engine::open(config(dir, plan.probe + 64)).context("opening the engine")?;
+    let engine = crate::bench::cold_open::open_settled(config(dir, plan.probe + 64))?;
     let mut rng = StdRng::seed_from_u64(1);
     let picked = rand::seq::index::sample(&mut rng, plan.actors, plan.probe);
     let timed = |label: &str| -> anyhow::Result<Latencies> {
@@ -30,7 +31,8 @@ pub(super) fn probe(dir: &Path, plan: &Plan) -> anyhow::Result<Probe> {
         for i in picked.iter() {
             let id = actor(i)?;
             let started = Instant::now();
-            let value = futures::executor::block_on(engine.counter_get(&id, COUNTER.into()))
+            let value = engine
+                .block_on(engine.counter_get(&id, COUNTER.into()))
                 .with_context(|| format!("{label} read of {id}"))?;
             nanos.push(duration_nanos(started.elapsed()));
             ensure!(value >= 1, "{label} read of {id} returned {value}");
@@ -178,8 +180,8 @@ pub(super) fn random_access(dir: &Path, plan: &Plan) -> anyhow::Result<Access> {
 fn call(engine: &Engine, i: usize, write: bool) -> anyhow::Result<()> {
     let id = actor(i)?;
     let value = match write {
-        true => futures::executor::block_on(engine.counter_add(&id, COUNTER.into(), 1, None)),
-        false => futures::executor::block_on(engine.counter_get(&id, COUNTER.into())),
+        true => engine.block_on(engine.counter_add(&id, COUNTER.into(), 1, None)),
+        false => engine.block_on(engine.counter_get(&id, COUNTER.into())),
     }
     .with_context(|| format!("{} {id}", if write { "writing" } else { "reading" }))?;
     // Every actor was created with 1 and only grows: a write sees at least 2.

@@ -154,7 +154,7 @@ fn resident_bytes() -> anyhow::Result<u64> {
 }
 
 /// A number from `/proc/self/status` (`VmRSS:` is in KiB).
-fn status_field(name: &str) -> anyhow::Result<u64> {
+pub(in crate::bench) fn status_field(name: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc")?;
     status
         .lines()

@@ -12,7 +12,7 @@
 
 mod access;
 mod create;
-mod memory;
+pub(super) mod memory;
 mod report;
 mod wal;
 

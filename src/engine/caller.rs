@@ -1,0 +1,107 @@
+//! Which threads may open a cold actor themselves.
+//!
+//! An op for an actor that is not open is normally queued for a pool
+//! thread, which opens the database and answers. A caller that blocks on
+//! the answer (a C ABI call, a Bun call, [`Engine::block_on`]) would sit
+//! idle meanwhile and then be woken: two thread wake-ups, about half of a
+//! cold open's p99 on a small VM. Such a caller opens the actor on its own
+//! thread instead. An async runtime's worker never does: an open that reads
+//! from a cold disk would stall every task on that worker.
+//!
+//! [`Engine::block_on`]: super::Engine::block_on
+
+use std::cell::Cell;
+
+thread_local! {
+    static BLOCKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` as a blocking caller: engine calls it makes on this thread may
+/// open a cold actor here rather than on a pool thread.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    /// Restores the flag even if `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BLOCKING.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(BLOCKING.with(|flag| flag.replace(true)));
+    f()
+}
+
+/// Whether this thread is inside [`blocking`].
+pub(super) fn is_blocking() -> bool {
+    BLOCKING.with(Cell::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ActorId, Durability, Engine, EngineConfig};
+    use std::time::Duration;
+
+    fn open(dir: &tempfile::TempDir, durability: Durability) -> Engine {
+        Engine::open(EngineConfig {
+            data_dir: dir.path().to_path_buf(),
+            durability,
+            flush_interval_ms: 50,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_blocking_caller_opens_a_cold_actor_without_an_actor_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ActorId::parse("a").unwrap();
+        for durability in [Durability::Durable, Durability::Buffered] {
+            let engine = open(&dir, durability);
+            let before = engine
+                .block_on(engine.counter_get(&id, "n".into()))
+                .unwrap();
+            let add = engine.counter_add(&id, "n".into(), 1, Some(durability));
+            assert_eq!(engine.block_on(add).unwrap(), before + 1);
+            assert!(engine.shutdown(Duration::from_secs(10)));
+            drop(engine);
+
+            let engine = open(&dir, durability);
+            let read = engine.block_on(engine.counter_get(&id, "n".into()));
+            assert_eq!(read.unwrap(), before + 1);
+            assert_eq!(engine.open_actors(), 1);
+            assert_eq!(engine.scheduled_actors(), 0, "a thread opened it");
+            // A durable write still goes to the actor's thread (group
+            // commit); a buffered one runs here and wakes it to flush.
+            let add = engine.counter_add(&id, "n".into(), 1, None);
+            assert_eq!(engine.block_on(add).unwrap(), before + 2);
+            assert!(engine.shutdown(Duration::from_secs(10)));
+        }
+    }
+
+    #[test]
+    fn a_blocking_caller_reads_an_absent_actor_as_empty_then_creates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(&dir, Durability::Durable);
+        let id = ActorId::parse("nobody").unwrap();
+        let read = engine.block_on(engine.counter_get(&id, "n".into()));
+        assert_eq!(read.unwrap(), 0);
+        let entry = engine.block_on(engine.kv_get(&id, "k".into()));
+        assert!(entry.unwrap().is_none());
+        assert!(!engine.inner.actor_file(&id).exists(), "a read created it");
+        let add = engine.counter_add(&id, "n".into(), 5, None);
+        assert_eq!(engine.block_on(add).unwrap(), 5);
+        let read = engine.block_on(engine.counter_get(&id, "n".into()));
+        assert_eq!(read.unwrap(), 5);
+        assert!(engine.shutdown(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_flag_holds_inside_blocking_only_and_nests() {
+        assert!(!super::is_blocking());
+        super::blocking(|| {
+            assert!(super::is_blocking());
+            super::blocking(|| assert!(super::is_blocking()));
+            assert!(super::is_blocking());
+        });
+        assert!(!super::is_blocking());
+    }
+}
