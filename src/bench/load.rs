@@ -4,9 +4,7 @@
 //! figures every suite reports.
 
 use anyhow::{ensure, Context};
-use http_body_util::{BodyExt, Full};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -196,132 +194,6 @@ pub(super) fn http_client(clients: usize) -> anyhow::Result<reqwest::Client> {
         .no_proxy()
         .timeout(Duration::from_secs(30))
         .build()?)
-}
-
-/// One HTTP client task with its own keep-alive connection: request `k` of
-/// task `i` is a `POST` to `targets[(i + k) % len]`.
-///
-/// Over hyper's connection API rather than a pooled client: the load
-/// generator shares the machine's cores with the server it measures, and a
-/// pool's bookkeeping per request (a shared lock, URL parsing, timeouts)
-/// made every HTTP row slower than the Redis rows' lean client.
-pub(super) struct Poster {
-    /// `host:port` of every target (they share one server).
-    authority: Arc<str>,
-    /// The targets' paths.
-    paths: Arc<[String]>,
-    task: usize,
-    /// A JSON body, or none.
-    body: Option<bytes::Bytes>,
-    /// Whether a 429 is an answer (a rate-limit decision) or a failure.
-    denial_answers: bool,
-    /// Opened on first use, and again after a failure.
-    connection: Option<hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>>,
-}
-
-impl Poster {
-    /// `clients` tasks, each with its own connection; `targets` are
-    /// `http://host:port/path` URLs of one server.
-    pub(super) fn many(
-        targets: &[String],
-        clients: usize,
-        body: Option<bytes::Bytes>,
-        denial_answers: bool,
-    ) -> anyhow::Result<Vec<Poster>> {
-        ensure!(!targets.is_empty(), "no target URLs");
-        let mut authority = None;
-        let mut paths = Vec::with_capacity(targets.len());
-        for target in targets {
-            let uri: hyper::Uri = target.parse().with_context(|| format!("target {target}"))?;
-            ensure!(
-                uri.scheme_str() == Some("http"),
-                "target {target} is not http://"
-            );
-            let host = uri
-                .authority()
-                .with_context(|| format!("target {target} has no host"))?;
-            ensure!(
-                authority.get_or_insert_with(|| host.clone()) == host,
-                "targets name more than one server"
-            );
-            paths.push(uri.path_and_query().map_or("/", |p| p.as_str()).to_owned());
-        }
-        let authority: Arc<str> = authority
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_default()
-            .into();
-        let paths: Arc<[String]> = paths.into();
-        Ok((0..clients)
-            .map(|task| Poster {
-                authority: authority.clone(),
-                paths: paths.clone(),
-                task,
-                body: body.clone(),
-                denial_answers,
-                connection: None,
-            })
-            .collect())
-    }
-
-    async fn connect(
-        &self,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>, String> {
-        let stream = tokio::net::TcpStream::connect(&*self.authority)
-            .await
-            .map_err(|err| format!("connecting to {}: {err}", self.authority))?;
-        stream.set_nodelay(true).map_err(|err| err.to_string())?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|err| format!("HTTP handshake: {err}"))?;
-        tokio::spawn(connection);
-        Ok(sender)
-    }
-
-    async fn post(&mut self, path: &str) -> Result<Answer, String> {
-        let mut sender = match self.connection.take() {
-            Some(sender) => sender,
-            None => self.connect().await?,
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|err| format!("connection: {err}"))?;
-        let mut request = hyper::Request::post(path).header(hyper::header::HOST, &*self.authority);
-        if self.body.is_some() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(self.body.clone().unwrap_or_default()))
-            .map_err(|err| err.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| format!("{err:#}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| format!("reading the response: {err}"))?
-            .to_bytes();
-        // Kept only once the whole answer was read: the connection is then
-        // ready for the next request.
-        self.connection = Some(sender);
-        match status.as_u16() {
-            200..=299 => Ok(Answer::Done),
-            429 if self.denial_answers => Ok(Answer::Denied),
-            _ => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
-        }
-    }
-}
-
-impl Caller for Poster {
-    async fn call(&mut self, k: usize) -> Result<Answer, String> {
-        let paths = self.paths.clone();
-        let path = &paths[(self.task + k) % paths.len()];
-        self.post(path).await
-    }
 }
 
 /// One round of a scenario measured in interleaved rounds (rows take

@@ -23,6 +23,7 @@ mod realtime;
 mod redis;
 mod report;
 mod scale;
+mod wire;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};

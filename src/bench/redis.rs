@@ -113,6 +113,28 @@ impl Redis {
             .with_context(|| format!("connecting to {}", self.url))
     }
 
+    /// `host:port` for a raw TCP client, and the commands (RESP) that set
+    /// up its connection as the URL asks (`AUTH`, `SELECT`).
+    pub(super) fn raw_endpoint(&self) -> anyhow::Result<(String, Vec<Vec<u8>>)> {
+        let info = self.client.get_connection_info();
+        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Err(anyhow!("{} is not a plain TCP Redis URL", self.url));
+        };
+        let settings = info.redis_settings();
+        let mut hello = Vec::new();
+        if let Some(password) = settings.password() {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            auth.extend(settings.username().map(str::as_bytes));
+            auth.push(password.as_bytes());
+            hello.push(super::wire::resp_command(&auth));
+        }
+        if settings.db() != 0 {
+            let db = settings.db().to_string();
+            hello.push(super::wire::resp_command(&[b"SELECT", db.as_bytes()]));
+        }
+        Ok((format!("{host}:{port}"), hello))
+    }
+
     /// The PID of a server this run started, whose CPU time is the
     /// benchmark's rather than another process's.
     pub(super) fn helpers(&self) -> Vec<u32> {

@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::bench::fixture::{RoostServer, ScratchDir, Server};
-use crate::bench::load::{drive_after, http_client, Answer, Caller, Load, Poster, Slice};
+use crate::bench::load::{drive_after, http_client, Answer, Load, Slice};
 use crate::bench::redis::{fresh_prefix, Persistence, Redis};
+use crate::bench::wire::{resp_command, RawHttp, RawRedis};
 use crate::Durability;
 
 /// A row's server, started once and kept up for the whole suite, so the
@@ -184,17 +185,12 @@ impl Subject {
     pub(super) async fn round(&self, clients: usize, slice: Slice) -> anyhow::Result<Load> {
         match self {
             Subject::Http { targets, .. } => {
-                let posters = Poster::many(targets, clients, None, false)?;
+                let posters = RawHttp::for_urls(targets, b"", clients, false)?;
                 drive_after(posters, slice.warm_up, slice.measure, &[]).await
             }
             Subject::Redis { redis, key } => {
-                let mut callers = Vec::with_capacity(clients);
-                for _ in 0..clients {
-                    callers.push(Incr {
-                        conn: redis.connection().await?,
-                        key: key.clone(),
-                    });
-                }
+                let incr = vec![resp_command(&[b"INCR", key.as_bytes()])];
+                let callers = RawRedis::many(redis, incr, 1, |_| Answer::Done, clients)?;
                 drive_after(callers, slice.warm_up, slice.measure, &redis.helpers()).await
             }
         }
@@ -270,23 +266,6 @@ async fn prime(targets: &[String], clients: usize) -> anyhow::Result<u64> {
         primed += 1;
     }
     Ok(primed)
-}
-
-/// One Redis client: `INCR` of the row's key.
-struct Incr {
-    conn: ::redis::aio::MultiplexedConnection,
-    key: Arc<str>,
-}
-
-impl Caller for Incr {
-    async fn call(&mut self, _k: usize) -> Result<Answer, String> {
-        ::redis::cmd("INCR")
-            .arg(&*self.key)
-            .query_async::<i64>(&mut self.conn)
-            .await
-            .map(|_| Answer::Done)
-            .map_err(|err| err.to_string())
-    }
 }
 
 /// `GET` of a roost counter: `{"value": n}`.

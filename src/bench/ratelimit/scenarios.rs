@@ -13,33 +13,34 @@ use std::time::{Duration, Instant};
 
 use super::{Plan, POLICY};
 use crate::bench::fixture::{RoostServer, ScratchDir, Server};
-use crate::bench::load::{drive_after, drive_threads, Answer, Caller, Load, Poster, Slice};
+use crate::bench::load::{drive_after, drive_threads, Answer, Load, Slice};
 use crate::bench::redis::{fresh_prefix, Redis};
+use crate::bench::wire::{resp_command, RawHttp, RawRedis};
 use crate::{Durability, Engine, EngineConfig};
 
 /// Every HTTP row sends the same body: the suite's policy, cost 1.
-fn request_body() -> bytes::Bytes {
-    bytes::Bytes::from(format!(
+fn request_body() -> String {
+    format!(
         r#"{{"limit":{},"window_ms":{},"cost":1}}"#,
         POLICY.limit, POLICY.window_ms
-    ))
+    )
 }
 
 /// One round of `clients` tasks `POST`ing decisions to
 /// `{base}/v1/ratelimit/{key}`, request `k` of task `i` for
-/// `keys[(i + k) % len]`.
+/// `keys[(i + k) % len]`, over lean raw-socket clients (see `wire`).
 pub(super) async fn decide_over_http(
     base: &str,
     keys: &[String],
     clients: usize,
     slice: Slice,
 ) -> anyhow::Result<Load> {
-    let targets: Vec<String> = keys
+    let urls: Vec<String> = keys
         .iter()
         .map(|key| format!("{base}/v1/ratelimit/{key}"))
         .collect();
-    let posters = Poster::many(&targets, clients, Some(request_body()), true)?;
-    drive_after(posters, slice.warm_up, slice.measure, &[]).await
+    let clients = RawHttp::for_urls(&urls, request_body().as_bytes(), clients, true)?;
+    drive_after(clients, slice.warm_up, slice.measure, &[]).await
 }
 
 /// The request the bare handler reads (roost's, without named policies).
@@ -159,48 +160,40 @@ pub(super) async fn redis_fixed_window(
     slice: Slice,
 ) -> anyhow::Result<Load> {
     let prefix = fresh_prefix();
-    let keys: Arc<[String]> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
-    let mut callers = Vec::with_capacity(clients);
-    for task in 0..clients {
-        callers.push(IncrExpire {
-            conn: redis.connection().await?,
-            keys: keys.clone(),
-            task,
-        });
-    }
+    let callers = RawRedis::many(redis, incr_expire(&prefix, keys), 2, judge, clients)?;
     drive_after(callers, slice.warm_up, slice.measure, &redis.helpers()).await
 }
 
-/// One Redis client: request `k` of task `i` spends one unit of
-/// `keys[(i + k) % len]`.
-struct IncrExpire {
-    conn: ::redis::aio::MultiplexedConnection,
-    keys: Arc<[String]>,
-    task: usize,
+/// Each key's `INCR` + `PEXPIRE NX` pipeline, encoded once before the run.
+fn incr_expire(prefix: &str, keys: &[String]) -> Vec<Vec<u8>> {
+    let window = POLICY.window_ms.to_string();
+    keys.iter()
+        .map(|key| {
+            let key = format!("{prefix}{key}");
+            let mut pipeline = resp_command(&[b"INCR", key.as_bytes()]);
+            pipeline.extend(resp_command(&[
+                b"PEXPIRE",
+                key.as_bytes(),
+                window.as_bytes(),
+                b"NX",
+            ]));
+            pipeline
+        })
+        .collect()
 }
 
-impl Caller for IncrExpire {
-    async fn call(&mut self, k: usize) -> Result<Answer, String> {
-        let key = &self.keys[(self.task + k) % self.keys.len()];
-        let (count, _expiry_set): (u64, i64) = ::redis::pipe()
-            .incr(key, 1)
-            .cmd("PEXPIRE")
-            .arg(key)
-            .arg(POLICY.window_ms)
-            .arg("NX")
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|err| err.to_string())?;
-        Ok(match count <= POLICY.limit {
-            true => Answer::Done,
-            false => Answer::Denied,
-        })
+/// The count `INCR` returned, against the policy's limit.
+fn judge(count: i64) -> Answer {
+    match u64::try_from(count).is_ok_and(|count| count <= POLICY.limit) {
+        true => Answer::Done,
+        false => Answer::Denied,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::load::Caller;
 
     #[tokio::test]
     async fn one_decision_counts_and_sets_the_window_once() {
@@ -208,13 +201,17 @@ mod tests {
             return;
         };
         let mut conn = server.connection().await.expect("connecting");
-        let mut caller = IncrExpire {
-            conn: conn.clone(),
-            keys: vec!["roost-bench-test:k".to_owned()].into(),
-            task: 0,
-        };
+        let keys = ["k".to_owned()];
+        let mut callers = RawRedis::many(
+            &server,
+            incr_expire("roost-bench-test:", &keys),
+            2,
+            judge,
+            1,
+        )
+        .expect("a raw client");
         for _ in 0..3 {
-            assert_eq!(caller.call(0).await, Ok(Answer::Done));
+            assert_eq!(callers[0].call(0).await, Ok(Answer::Done));
         }
         let (count, ttl): (u64, i64) = ::redis::pipe()
             .get("roost-bench-test:k")
