@@ -11,6 +11,7 @@
 //! [`Engine::block_on`]: super::Engine::block_on
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 thread_local! {
     static BLOCKING: Cell<bool> = const { Cell::new(false) };
@@ -19,14 +20,20 @@ thread_local! {
 /// Runs `f` as a blocking caller: engine calls it makes on this thread may
 /// open a cold actor here rather than on a pool thread.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    /// Restores the flag even if `f` unwinds.
-    struct Restore(bool);
+    while_set(&BLOCKING, f)
+}
+
+/// Runs `f` with the thread-local `flag` set, restoring its old value after
+/// (even if `f` unwinds, and harmlessly while the thread exits).
+pub(crate) fn while_set<T>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> T) -> T {
+    struct Restore(&'static LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            BLOCKING.with(|flag| flag.set(self.0));
+            let _ = self.0.try_with(|flag| flag.set(self.1));
         }
     }
-    let _restore = Restore(BLOCKING.with(|flag| flag.replace(true)));
+    let before = flag.try_with(|flag| flag.replace(true)).unwrap_or(false);
+    let _restore = Restore(flag, before);
     f()
 }
 

@@ -97,11 +97,54 @@ impl Slot {
     /// Drops the queue's sender, so the actor drains its queue, flushes and
     /// closes; returns its runner, whose `done` is set once it has.
     fn retire(self) -> Arc<Runner> {
-        let Slot { tx, runner, .. } = self;
-        drop(tx);
+        let runner = self.release();
         runner.wake();
         runner
     }
+
+    /// [`Slot::retire`] without putting the actor on a thread: the caller
+    /// must `claim` the runner and run it (or find it already running).
+    fn release(self) -> Arc<Runner> {
+        let Slot { tx, runner, .. } = self;
+        drop(tx);
+        runner
+    }
+}
+
+/// Threads that close parked actors at shutdown at most. Each close is a
+/// checkpoint and an fsync, so a few run at once; one thread per actor
+/// (as waking each would start) meant thousands of threads at once.
+const SHUTDOWN_CLOSERS: usize = 16;
+
+/// Runs `turns` (closing actors) on at most [`SHUTDOWN_CLOSERS`] threads
+/// of their own, without waiting for them, and returns how many threads
+/// it started; if it could start none, it runs them all on this one.
+fn close_in_parallel(turns: Vec<Box<dyn FnOnce() + Send>>) -> usize {
+    let closers = turns.len().min(SHUTDOWN_CLOSERS);
+    let queue = Arc::new(Mutex::new(turns));
+    let mut started = 0;
+    for _ in 0..closers {
+        let queue = queue.clone();
+        let spawned = std::thread::Builder::new()
+            .name("roost-close".into())
+            .stack_size(ACTOR_STACK_BYTES)
+            .spawn(move || loop {
+                let Some(turn) = queue.lock().pop() else {
+                    return;
+                };
+                turn();
+            });
+        started += usize::from(spawned.is_ok());
+    }
+    if started == 0 {
+        loop {
+            let Some(turn) = queue.lock().pop() else {
+                break;
+            };
+            turn();
+        }
+    }
+    started
 }
 
 /// Set when an actor has closed its database and let go of the engine.
@@ -543,19 +586,24 @@ impl Engine {
     /// actors and closes all databases. Waits at most `timeout`.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.inner.closed.store(true, Ordering::Release);
+        let mut turns = Vec::new();
         let dones: Vec<Arc<Done>> = {
             let mut registry = self.inner.registry.lock();
             metrics::counter!(telemetry::ACTOR_CLOSES, "reason" => "shutdown")
                 .increment(registry.open.len() as u64);
-            let mut dones: Vec<_> = registry
-                .open
-                .drain()
-                .map(|(_, slot)| slot.retire().done.clone())
-                .collect();
+            let mut dones = Vec::with_capacity(registry.open.len());
+            for (_, slot) in registry.open.drain() {
+                let runner = slot.release();
+                dones.push(runner.done.clone());
+                turns.extend(runner.claim());
+            }
             metrics::gauge!(telemetry::OPEN_ACTORS).set(0.0);
             dones.extend(registry.closing.values().map(|r| r.done.clone()));
             dones
         };
+        // Parked actors need a thread to close; running ones close on their
+        // own once their queue is drained.
+        close_in_parallel(turns);
         self.inner.reaper_wake.notify_all();
         let deadline = Instant::now() + timeout;
         let closed = dones.iter().all(|done| done.wait_until(deadline));

@@ -80,20 +80,12 @@ impl Runner {
     /// slot's sender is gone. A parked actor is handed to a thread; one that
     /// is running will find the mail itself.
     pub fn wake(self: &Arc<Self>) {
-        {
-            let mut scheduled = self.scheduled.lock();
-            if *scheduled {
-                return;
-            }
-            *scheduled = true;
-        }
-        let runner = self.clone();
-        let started = self.inner.threads.spawn(Box::new(move || runner.turn()));
-        if started.is_ok() {
-            metrics::gauge!(telemetry::ACTOR_THREADS).increment(1.0);
-        }
-        if let Err(err) = started {
+        let Some(turn) = self.claim() else {
+            return;
+        };
+        if let Err(err) = self.inner.threads.spawn(turn) {
             tracing::error!(actor = %self.id, error = %err, "could not start an actor thread");
+            metrics::gauge!(telemetry::ACTOR_THREADS).decrement(1.0);
             *self.scheduled.lock() = false;
             // Nothing will run the queued ops: answer them rather than
             // leave their callers waiting.
@@ -105,6 +97,22 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Marks the actor as run by a thread and returns the job that runs it,
+    /// for the caller to put on a thread; `None` when a thread has it
+    /// already (and will find new mail, or the dropped sender, itself).
+    pub fn claim(self: &Arc<Self>) -> Option<Box<dyn FnOnce() + Send>> {
+        {
+            let mut scheduled = self.scheduled.lock();
+            if *scheduled {
+                return None;
+            }
+            *scheduled = true;
+        }
+        metrics::gauge!(telemetry::ACTOR_THREADS).increment(1.0);
+        let runner = self.clone();
+        Some(Box::new(move || runner.turn()))
     }
 
     /// One turn on a pool thread: runs the actor until it parks or closes.
@@ -338,6 +346,48 @@ mod tests {
             }
             assert!(shuts_down(&engine), "did not shut down");
         }
+    }
+
+    #[test]
+    fn shutdown_closes_many_parked_actors_on_a_few_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<ActorId> = (0..200)
+            .map(|i| ActorId::parse(&format!("p{i}")).unwrap())
+            .collect();
+        let engine = engine(&dir, Durability::Durable, 1000);
+        for id in &ids {
+            add(&engine, id);
+        }
+        assert!(
+            eventually(|| engine.scheduled_actors() == 0),
+            "never parked"
+        );
+        assert!(shuts_down(&engine), "parked actors did not close");
+        drop(engine);
+        let engine = self::engine(&dir, Durability::Durable, 1000);
+        for id in &ids {
+            assert_eq!(count(&engine, id), 1, "{id}");
+        }
+        assert!(shuts_down(&engine));
+    }
+
+    #[test]
+    fn closers_run_every_turn_on_at_most_their_cap_of_threads() {
+        use std::collections::HashSet;
+        use std::sync::{Arc, Mutex};
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let turns: Vec<Box<dyn FnOnce() + Send>> = (0..100)
+            .map(|_| {
+                let ran = ran.clone();
+                Box::new(move || ran.lock().unwrap().push(std::thread::current().id()))
+                    as Box<dyn FnOnce() + Send>
+            })
+            .collect();
+        let started = super::super::close_in_parallel(turns);
+        assert!((1..=super::super::SHUTDOWN_CLOSERS).contains(&started));
+        assert!(eventually(|| ran.lock().unwrap().len() == 100));
+        let threads: HashSet<_> = ran.lock().unwrap().iter().copied().collect();
+        assert!(threads.len() <= super::super::SHUTDOWN_CLOSERS);
     }
 
     #[test]

@@ -189,19 +189,8 @@ thread_local! {
 
 /// Runs `callback` marked as a completion callback on this thread.
 pub fn as_callback<R>(callback: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            let _ = IN_CALLBACK.try_with(|flag| flag.set(self.0));
-        }
-    }
-    // `try_with`: a reply dropped while its thread exits still gets answered.
-    let _reset = Reset(
-        IN_CALLBACK
-            .try_with(|flag| flag.replace(true))
-            .unwrap_or(false),
-    );
-    callback()
+    // A reply dropped while its thread exits still gets answered.
+    crate::engine::caller::while_set(&IN_CALLBACK, callback)
 }
 
 /// Whether this thread is inside a completion callback.
