@@ -35,7 +35,7 @@ pub(super) struct RawHttp {
 impl RawHttp {
     /// `clients` tasks posting `body` as JSON to each of `paths` on the
     /// server at `address` (`host:port`).
-    pub(super) fn many(
+    fn many(
         address: &str,
         paths: &[String],
         body: &[u8],

@@ -299,15 +299,12 @@ impl Engine {
     /// cannot be started answers the queued ops with an error; the next op
     /// tries again.)
     fn spawn_actor(&self, registry: &mut Registry, id: &ActorId, msg: Msg) {
-        self.open_slot(registry, id);
-        if let Some(slot) = registry.open.get(id) {
-            slot.send(Mail::Op(msg));
-        }
+        self.open_slot(registry, id).send(Mail::Op(msg));
     }
 
-    /// A new slot for `id`, with no thread yet, evicting the least recently
-    /// used actor if the cache is full.
-    fn open_slot(&self, registry: &mut Registry, id: &ActorId) -> Arc<Runner> {
+    /// A new slot for `id` (which has none), with no thread yet, evicting
+    /// the least recently used actor if the cache is full.
+    fn open_slot<'r>(&self, registry: &'r mut Registry, id: &ActorId) -> &'r Slot {
         if registry.open.len() >= self.inner.config.max_open_actors {
             evict_lru(&self.inner, registry);
         }
@@ -318,14 +315,17 @@ impl Engine {
         let runner = Runner::new(id.clone(), cell, rx, predecessor, self.inner.clone());
         let slot = Slot {
             tx,
-            runner: runner.clone(),
+            runner,
             last_used: Instant::now(),
             pinned,
         };
         metrics::counter!(telemetry::ACTOR_OPENS).increment(1);
-        registry.open.insert(id.clone(), slot);
-        metrics::gauge!(telemetry::OPEN_ACTORS).set(registry.open.len() as f64);
-        runner
+        metrics::gauge!(telemetry::OPEN_ACTORS).set((registry.open.len() + 1) as f64);
+        registry
+            .open
+            .entry(id.clone())
+            .insert_entry(slot)
+            .into_mut()
     }
 
     /// Runs `future` (an engine call) on this thread and waits for it, as a
@@ -428,7 +428,7 @@ impl Engine {
         if self.inner.closed.load(Ordering::Acquire) {
             return Ok(Err(EngineError::Closed));
         }
-        let runner = self.open_slot(&mut registry, id);
+        let runner = self.open_slot(&mut registry, id).runner.clone();
         // Nobody else can hold the new actor's lock yet: the registry's is
         // still held.
         let mut actor = runner.cell.lock();
