@@ -16,6 +16,8 @@ pub const ACTOR_OPENS: &str = "roost_actor_opens_total";
 pub const ACTOR_CLOSES: &str = "roost_actor_closes_total";
 pub const COMMIT_BATCH_OPS: &str = "roost_commit_batch_ops";
 pub const COMMIT_DURATION: &str = "roost_commit_duration_seconds";
+pub const JOURNAL_SYNC_RECORDS: &str = "roost_journal_sync_records";
+pub const JOURNAL_SYNC_DURATION: &str = "roost_journal_sync_duration_seconds";
 pub const BUFFERED_OPS: &str = "roost_buffered_pending_ops";
 pub const BUFFERED_BYTES: &str = "roost_buffered_pending_bytes";
 pub const TRANSACTION_REPLAYS: &str = "roost_transaction_replays_total";
@@ -40,7 +42,13 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &latency)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_DURATION.into()), &latency))
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_OPS.into()), &sizes));
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_OPS.into()), &sizes))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(JOURNAL_SYNC_DURATION.into()), &latency)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(JOURNAL_SYNC_RECORDS.into()), &sizes)
+            });
         let recorder = match builder {
             Ok(builder) => builder.build_recorder(),
             Err(_) => PrometheusBuilder::new().build_recorder(),
@@ -98,6 +106,15 @@ fn describe() {
         COMMIT_DURATION,
         Unit::Seconds,
         "Time to commit a batch, fsync included"
+    );
+    describe_histogram!(
+        JOURNAL_SYNC_RECORDS,
+        "Durable counter increments sharing one journal sync"
+    );
+    describe_histogram!(
+        JOURNAL_SYNC_DURATION,
+        Unit::Seconds,
+        "Time to write and sync a batch of journal records"
     );
     describe_gauge!(
         BUFFERED_OPS,

@@ -12,6 +12,11 @@
 //! ([`CounterCache`]) and write them to the table before user SQL or an
 //! export can read it (and, buffered, at each flush).
 //!
+//! A `durable` actor's counter increments go to the engine's journal
+//! instead (see `store::journal`): applied to its counter cache, appended
+//! there, answered once the journal has synced them, and written to the
+//! actor's file every few flush intervals.
+//!
 //! SQLite may roll back a whole transaction by itself (an interrupted
 //! write, a full disk). The ops applied in it are kept until commit and
 //! replayed into a fresh transaction, so no other op is lost with it.
@@ -23,7 +28,8 @@ use crate::actor_id::ActorId;
 use crate::config::Durability;
 use crate::error::EngineError;
 use crate::limiter::state::ActorLimiter;
-use crate::store::counters::CounterCache;
+use crate::store::counters::{Added, CounterCache};
+use crate::store::journal::Entry;
 use crate::store::{ActorDb, Location};
 use crate::telemetry;
 use parking_lot::Mutex;
@@ -53,7 +59,30 @@ enum Outcome {
     Now(Result<OpOutput, EngineError>),
     /// A durable op's: once its batch has committed.
     AfterCommit(Op, Result<OpOutput, EngineError>),
+    /// A journaled op's: once the journal has synced up to this LSN.
+    AfterSync(u64, Result<OpOutput, EngineError>),
 }
+
+/// An op run on its caller's thread.
+pub enum Answer {
+    Ready(Result<OpOutput, EngineError>),
+    /// To be given once the journal has synced up to this LSN.
+    AfterSync(u64, Result<OpOutput, EngineError>),
+}
+
+/// What an inline caller must do for the actor's flush after its op.
+pub enum Wake {
+    Nothing,
+    /// Writes are now waiting: their flush is due then.
+    FlushAt(Instant),
+    /// A flush is due now: wake the actor's thread for it.
+    FlushNow,
+}
+
+/// A journaled actor writes its counters to its file this many flush
+/// intervals after its first unwritten increment (the journal keeps them
+/// durable meanwhile).
+const JOURNALED_FLUSH_INTERVALS: u32 = 5;
 
 /// An op applied in the open transaction and not yet committed.
 struct Pending {
@@ -80,6 +109,12 @@ pub(crate) struct Actor {
     hub: HubCache,
     /// An inline caller found a flush due and woke the thread for it.
     flush_requested: bool,
+    /// The journal LSN of this actor's first increment its file lacks:
+    /// the journal keeps everything from there on.
+    journal_hold: Option<u64>,
+    /// The LSN of this actor's last journaled increment: reads of its
+    /// counters are answered once the journal has synced it.
+    last_lsn: u64,
 }
 
 impl Actor {
@@ -97,6 +132,8 @@ impl Actor {
             counters: CounterCache::default(),
             hub: HubCache::default(),
             flush_requested: false,
+            journal_hold: None,
+            last_lsn: 0,
         }
     }
 
@@ -108,24 +145,27 @@ impl Actor {
         match &self.db {
             None => false,
             Some(db) if db.durability() == Durability::Durable => {
-                !op.writes() && !db.in_transaction() && self.pending.is_empty()
+                let between_batches = !db.in_transaction() && self.pending.is_empty();
+                match op {
+                    // A journaled increment that needs no table write.
+                    Op::CounterAdd { name, by } => {
+                        between_batches && self.counters.adds_in_memory(name, *by)
+                    }
+                    _ => between_batches && !op.writes(),
+                }
             }
             Some(_) => true,
         }
     }
 
     /// Runs one op on the caller's thread (queue empty, lock held). Returns
-    /// its answer, and whether the actor now holds unflushed writes it did
-    /// not hold before, so the caller can wake the thread to arm the flush
-    /// timer.
-    pub fn run_inline(
-        &mut self,
-        op: Op,
-        create_as: Option<Durability>,
-    ) -> (Result<OpOutput, EngineError>, bool) {
+    /// its answer, and what the caller must arrange for the flush of writes
+    /// the actor did not hold before.
+    pub fn run_inline(&mut self, op: Op, create_as: Option<Durability>) -> (Answer, Wake) {
         let was_dirty = self.unflushed_since.is_some();
         let answer = match self.process(op, create_as) {
-            Outcome::Now(answer) => answer,
+            Outcome::Now(answer) => Answer::Ready(answer),
+            Outcome::AfterSync(lsn, answer) => Answer::AfterSync(lsn, answer),
             // Not reached (durable actors do not run inline), but answered
             // correctly all the same: after the commit.
             Outcome::AfterCommit(op, result) => {
@@ -140,21 +180,28 @@ impl Actor {
                 self.end_batch();
                 let answer = answer.lock().take();
                 return (
-                    answer.unwrap_or_else(|| {
+                    Answer::Ready(answer.unwrap_or_else(|| {
                         Err(EngineError::Internal("inline op was not answered".into()))
-                    }),
-                    false,
+                    })),
+                    Wake::Nothing,
                 );
             }
         };
         // A due flush is an fsync: leave it to the actor's thread rather
         // than make this caller (an async worker, a JS thread) wait for it.
-        if self.durability() == Durability::Buffered && self.flush_due() {
+        if self.durability() != Durability::Memory && self.flush_due() {
             // One wake-up is enough until the thread has flushed.
-            return (answer, !std::mem::replace(&mut self.flush_requested, true));
+            let wake = match std::mem::replace(&mut self.flush_requested, true) {
+                false => Wake::FlushNow,
+                true => Wake::Nothing,
+            };
+            return (answer, wake);
         }
         self.end_batch();
-        (answer, !was_dirty && self.unflushed_since.is_some())
+        match self.flush_deadline() {
+            Some(at) if !was_dirty && self.unflushed_since.is_some() => (answer, Wake::FlushAt(at)),
+            _ => (answer, Wake::Nothing),
+        }
     }
 
     pub(super) fn flush_if_due(&mut self) {
@@ -175,7 +222,11 @@ impl Actor {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        since.map(|t| aligned_deadline(t, self.inner.config.flush_interval()))
+        let interval = match self.durability() {
+            Durability::Durable => self.inner.config.flush_interval() * JOURNALED_FLUSH_INTERVALS,
+            _ => self.inner.config.flush_interval(),
+        };
+        since.map(|t| aligned_deadline(t, interval))
     }
 
     pub(super) fn handle(&mut self, msg: Msg) {
@@ -191,6 +242,10 @@ impl Actor {
                 reply: Some(reply),
                 result,
             }),
+            Outcome::AfterSync(lsn, result) => self
+                .inner
+                .journal
+                .wait(lsn, Box::new(move |synced| reply(synced.and(result)))),
         }
     }
 
@@ -234,6 +289,10 @@ impl Actor {
         if let Err(answer) = self.open_if_closed(&op, create_as) {
             return Outcome::Now(answer);
         }
+        let op = match self.journaled_counter(op) {
+            Ok(outcome) => return outcome,
+            Err(op) => op,
+        };
         let result = self.apply(&op);
         let Some(db) = self.db.as_mut() else {
             return Outcome::Now(Err(EngineError::Internal(
@@ -292,6 +351,100 @@ impl Actor {
                 Outcome::Now(Ok(output))
             }
         }
+    }
+
+    /// A durable actor's counter op, through its journaled cache; `Err`
+    /// hands back any other op.
+    fn journaled_counter(&mut self, op: Op) -> Result<Outcome, Op> {
+        let Some(db) = self.db.as_mut() else {
+            return Err(op);
+        };
+        let name = match &op {
+            Op::CounterAdd { name, .. } | Op::CounterGet { name }
+                if db.durability() == Durability::Durable =>
+            {
+                name
+            }
+            _ => return Err(op),
+        };
+        if !self.counters.is_journaled() {
+            match db.journal_lsn() {
+                Ok(lsn) => self.counters.journaled(lsn),
+                Err(err) => return Ok(Outcome::Now(Err(err))),
+            }
+        }
+        // Loads the counter: whether an add stays in memory depends on it.
+        let current = match self.counters.get(db, name) {
+            Ok(value) => value,
+            Err(err) => return Ok(Outcome::Now(Err(err))),
+        };
+        let result = match &op {
+            Op::CounterAdd { name, by } if self.counters.adds_in_memory(name, *by) => {
+                // Journaled first: nothing is applied that is not recorded.
+                let entry = Entry::CounterAdd {
+                    actor: self.id.to_string(),
+                    name: name.clone(),
+                    by: *by,
+                };
+                let lsn = match self.inner.journal.append(&entry) {
+                    Ok(lsn) => lsn,
+                    Err(err) => return Ok(Outcome::Now(Err(err))),
+                };
+                self.counters.folded(lsn);
+                self.last_lsn = lsn;
+                if self.journal_hold.is_none() {
+                    self.inner.journal.hold(lsn);
+                    self.journal_hold = Some(lsn);
+                }
+                self.unflushed_since.get_or_insert_with(Instant::now);
+                match self.counters.add_journaled(db, name, *by) {
+                    Ok(Added::InMemory(value) | Added::ToTable(value)) => Ok(value),
+                    Err(err) => Err(err),
+                }
+            }
+            Op::CounterAdd { name, by } => match self.counters.add_journaled(db, name, *by) {
+                Ok(Added::InMemory(value) | Added::ToTable(value)) => {
+                    self.unflushed_since.get_or_insert_with(Instant::now);
+                    Ok(value)
+                }
+                Err(err) => Err(err),
+            },
+            _ => Ok(current),
+        }
+        .map(OpOutput::Counter);
+        if let Ok(output) = &result {
+            if op.writes() {
+                self.emit(&op, output);
+            }
+        }
+        self.release_hold_if_clean();
+        // A value read from rows this batch has not committed waits for
+        // the commit; anything else for the journal to hold what it saw.
+        if self.counters.has_uncommitted() {
+            return Ok(Outcome::AfterCommit(op, result));
+        }
+        Ok(Outcome::AfterSync(self.last_lsn, result))
+    }
+
+    /// The file holds every journaled increment: the journal may drop them.
+    fn release_hold_if_clean(&mut self) {
+        if self.counters.is_clean() {
+            if let Some(lsn) = self.journal_hold.take() {
+                self.inner.journal.release(lsn);
+            }
+        }
+    }
+
+    /// Before the file is deleted or replaced: a durable record that the
+    /// journal's records of this actor no longer apply.
+    fn forget_journaled(&mut self) -> Result<(), EngineError> {
+        self.inner.journal.append_and_sync(&Entry::Forget {
+            actor: self.id.to_string(),
+        })?;
+        if let Some(lsn) = self.journal_hold.take() {
+            self.inner.journal.release(lsn);
+        }
+        Ok(())
     }
 
     /// Opens the database for a cheap `op` on the caller's thread (see
@@ -376,11 +529,15 @@ impl Actor {
         // read committed data, inside it they see its writes. A buffered
         // actor's SQL may first write cached counters, in the transaction.
         let writes = op.writes()
-            || (durability == Durability::Buffered
+            || (durability != Durability::Memory
                 && matches!(op, Op::Sql(_))
                 && self.counters.unflushed() > 0);
         if durability != Durability::Memory && writes && !db.in_transaction() {
             db.begin()?;
+        }
+        if durability == Durability::Durable && matches!(op, Op::Sql(_)) {
+            // Journaled counters, with their journal position.
+            self.counters.write(db)?;
         }
         if durability != Durability::Durable {
             // Memory and buffered counters live in memory; SQL may read
@@ -487,7 +644,16 @@ impl Actor {
         let Some(db) = self.db.as_mut() else { return };
         let committed = if db.in_transaction() {
             let started = Instant::now();
-            let result = self.limiter.write(db).and_then(|()| db.commit());
+            let result = self
+                .limiter
+                .write(db)
+                .and_then(|()| match self.counters.has_uncommitted() {
+                    // Every cached value with the journal position, not
+                    // only those written so far in this transaction.
+                    true if self.counters.is_journaled() => self.counters.write(db),
+                    _ => Ok(()),
+                })
+                .and_then(|()| db.commit());
             metrics::histogram!(telemetry::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
             metrics::histogram!(telemetry::COMMIT_BATCH_OPS).record(self.pending.len() as f64);
             result
@@ -498,6 +664,7 @@ impl Actor {
             Ok(()) => {
                 self.limiter.written();
                 self.counters.committed();
+                self.release_hold_if_clean();
             }
             Err(err) => {
                 db.rollback();
@@ -578,6 +745,7 @@ impl Actor {
                 self.forget_pending();
                 self.limiter.written();
                 self.counters.committed();
+                self.release_hold_if_clean();
                 self.unflushed_since = None;
             }
             Err(err) => {
@@ -598,16 +766,26 @@ impl Actor {
         self.pending.clear();
     }
 
-    /// Commits whatever is open, whatever the mode (before destroy and close).
+    /// Commits whatever is open, whatever the mode, and writes journaled
+    /// counters to the file (before destroy, export and close).
     fn settle(&mut self) {
         match self.durability() {
             Durability::Buffered => self.flush(),
-            _ => self.commit_and_answer(),
+            Durability::Durable => {
+                self.commit_and_answer();
+                if !self.counters.is_clean() || self.unflushed_since.is_some() {
+                    self.flush();
+                }
+            }
+            Durability::Memory => self.commit_and_answer(),
         }
     }
 
     fn destroy(&mut self) -> Result<OpOutput, EngineError> {
         let existed = self.db.is_some() || self.file.exists();
+        if self.file.exists() {
+            self.forget_journaled()?;
+        }
         self.limiter.clear();
         self.counters.clear();
         if let Some(db) = self.db.take() {
@@ -721,6 +899,9 @@ impl Actor {
                 _ => {}
             }
         }
+        if self.file.exists() {
+            self.forget_journaled()?;
+        }
         self.inner.catalog.register(self.id.as_str(), durability)?;
         if let Some(parent) = self.file.parent() {
             std::fs::create_dir_all(parent)?;
@@ -747,6 +928,11 @@ impl Actor {
         if self.durability() == Durability::Buffered && self.unwritten() > 0 {
             tracing::error!(actor = %self.id, writes = self.unwritten(), "closing with unflushed buffered writes");
         }
+        if self.counters.is_journaled() && !self.counters.is_clean() {
+            // The journal keeps them (the hold stays) for the next start.
+            tracing::error!(actor = %self.id, "closing with journaled counters its file lacks");
+        }
+        self.release_hold_if_clean();
         self.limiter.clear();
         self.counters.clear();
         if let Some(db) = self.db.take() {

@@ -8,7 +8,9 @@ mod actor;
 pub mod api;
 pub mod caller;
 pub mod events;
+mod flusher;
 pub mod ops;
+mod recovery;
 mod runner;
 mod threads;
 pub mod watchdog;
@@ -20,7 +22,7 @@ use crate::limiter::state::SharedLimiter;
 use crate::store::catalog::Catalog;
 use crate::telemetry;
 pub use actor::Reply;
-use actor::{Actor, Mail, Msg};
+use actor::{Actor, Answer, Mail, Msg, Wake};
 use crossbeam_channel::Sender;
 use ops::{Op, OpOutput};
 use parking_lot::{Condvar, Mutex};
@@ -47,6 +49,8 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     pub catalog: Catalog,
     pub watchdog: Watchdog,
+    /// Durable actors' counter increments (see `store::journal`).
+    pub journal: crate::store::journal::Journal,
     pub events: events::Events,
     /// The limiter actors' IDs, worked out once.
     pub limiter_ids: Vec<ActorId>,
@@ -67,6 +71,8 @@ pub(crate) struct Inner {
     /// files are opened without SQLite's own locks, see `store::vfs`).
     dir_lock: Mutex<Option<std::fs::File>>,
     reaper_wake: Condvar,
+    /// Flush deadlines of actors without a thread (see `flusher`).
+    flusher: flusher::FlushTimer,
 }
 
 #[derive(Default)]
@@ -106,6 +112,7 @@ impl Slot {
     /// must `claim` the runner and run it (or find it already running).
     fn release(self) -> Arc<Runner> {
         let Slot { tx, runner, .. } = self;
+        runner.mark_released();
         drop(tx);
         runner
     }
@@ -219,6 +226,7 @@ impl Engine {
             .filter_map(|(id, to)| Some((ActorId::parse(&id).ok()?, to)))
             .collect();
         let watchdog = Watchdog::start()?;
+        let journal = recovery::open_journal(&config, &watchdog)?;
         let limiter_ids = (0..config.ratelimit_shards as usize)
             .map(crate::limiter::shard_id)
             .collect();
@@ -227,6 +235,7 @@ impl Engine {
             config,
             catalog,
             watchdog,
+            journal,
             events: events::Events::default(),
             limiter_ids,
             limiters: Default::default(),
@@ -241,8 +250,13 @@ impl Engine {
             closed: AtomicBool::new(false),
             threads: threads::Threads::new("roost-actor", ACTOR_STACK_BYTES, SPARE_THREADS),
             reaper_wake: Condvar::new(),
+            flusher: flusher::FlushTimer::default(),
             dir_lock: Mutex::new(Some(lock)),
         });
+        let timer = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("roost-flusher".into())
+            .spawn(move || flusher::run(timer))?;
         let reaper = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("roost-reaper".into())
@@ -342,7 +356,8 @@ impl Engine {
         create_as: Option<Durability>,
     ) -> Result<OpOutput, EngineError> {
         let op = match self.try_inline(id, op, create_as) {
-            Ok(answer) => return answer,
+            Ok(Answer::Ready(answer)) => return answer,
+            Ok(Answer::AfterSync(lsn, answer)) => return self.after_sync(lsn, answer).await,
             Err(op) => op,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -361,6 +376,28 @@ impl Engine {
         })
     }
 
+    /// `answer`, once the journal has synced up to `lsn`.
+    async fn after_sync(
+        &self,
+        lsn: u64,
+        answer: Result<OpOutput, EngineError>,
+    ) -> Result<OpOutput, EngineError> {
+        if self.inner.journal.synced() >= lsn {
+            return answer;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.journal.wait(
+            lsn,
+            Box::new(move |synced| {
+                let _ = tx.send(synced);
+            }),
+        );
+        match rx.await {
+            Ok(synced) => synced.and(answer),
+            Err(_) => Err(EngineError::Internal("the journal stopped".into())),
+        }
+    }
+
     /// Runs a cheap op (KV, counters) on the calling thread when the actor
     /// is open, answers without an fsync (buffered or memory), nothing is
     /// queued before it and its thread is not busy: no thread hop at all.
@@ -371,7 +408,7 @@ impl Engine {
         id: &ActorId,
         op: Op,
         create_as: Option<Durability>,
-    ) -> Result<Result<OpOutput, EngineError>, Op> {
+    ) -> Result<Answer, Op> {
         if !op.is_cheap() || self.inner.closed.load(Ordering::Acquire) {
             return Err(op);
         }
@@ -398,15 +435,11 @@ impl Engine {
             return Err(op);
         }
         if let Err(err) = op.validate(&self.inner.config.limits) {
-            return Ok(Err(err));
+            return Ok(Answer::Ready(Err(err)));
         }
-        let (answer, now_dirty) = actor.run_inline(op, create_as);
+        let (answer, wake) = actor.run_inline(op, create_as);
         drop(actor);
-        if now_dirty {
-            // The actor may be parked, or asleep without a deadline: let
-            // it arm the flush timer.
-            self.wake(id);
-        }
+        self.arrange_flush(id, &runner, wake);
         Ok(answer)
     }
 
@@ -421,12 +454,12 @@ impl Engine {
         id: &ActorId,
         op: Op,
         create_as: Option<Durability>,
-    ) -> Result<Result<OpOutput, EngineError>, Op> {
+    ) -> Result<Answer, Op> {
         if let Err(err) = op.validate(&self.inner.config.limits) {
-            return Ok(Err(err));
+            return Ok(Answer::Ready(Err(err)));
         }
         if self.inner.closed.load(Ordering::Acquire) {
-            return Ok(Err(EngineError::Closed));
+            return Ok(Answer::Ready(Err(EngineError::Closed)));
         }
         let runner = self.open_slot(&mut registry, id).runner.clone();
         // Nobody else can hold the new actor's lock yet: the registry's is
@@ -434,17 +467,26 @@ impl Engine {
         let mut actor = runner.cell.lock();
         drop(registry);
         if let Err(answer) = actor.open_inline(&op, create_as) {
-            return Ok(answer);
+            return Ok(Answer::Ready(answer));
         }
         if !runner.queue_is_empty() || !actor.runs_inline(&op) {
             return Err(op);
         }
-        let (answer, now_dirty) = actor.run_inline(op, create_as);
+        let (answer, wake) = actor.run_inline(op, create_as);
         drop(actor);
-        if now_dirty {
-            self.wake(id);
-        }
+        self.arrange_flush(id, &runner, wake);
         Ok(answer)
+    }
+
+    /// After an inline op: a flush due now wakes the actor's thread; one
+    /// due later is the flush timer's (a thread the actor has meanwhile
+    /// sees the deadline itself).
+    fn arrange_flush(&self, id: &ActorId, runner: &Arc<Runner>, wake: Wake) {
+        match wake {
+            Wake::Nothing => {}
+            Wake::FlushAt(at) => self.inner.flusher.schedule(at, runner),
+            Wake::FlushNow => self.wake(id),
+        }
     }
 
     /// Wakes the actor's thread to re-read its flush deadline.
@@ -569,6 +611,23 @@ impl Engine {
             .count()
     }
 
+    /// Open actors holding writes their file lacks.
+    #[cfg(test)]
+    pub(crate) fn actors_owing_a_flush(&self) -> usize {
+        let runners: Vec<_> = {
+            let registry = self.inner.registry.lock();
+            registry
+                .open
+                .values()
+                .map(|slot| slot.runner.clone())
+                .collect()
+        };
+        runners
+            .iter()
+            .filter(|runner| runner.cell.lock().flush_deadline().is_some())
+            .count()
+    }
+
     /// Number of open actors, parked or not.
     pub fn open_actors(&self) -> usize {
         self.inner.registry.lock().open.len()
@@ -605,9 +664,13 @@ impl Engine {
         // own once their queue is drained.
         close_in_parallel(turns);
         self.inner.reaper_wake.notify_all();
+        self.inner.flusher.notify();
         let deadline = Instant::now() + timeout;
         let closed = dones.iter().all(|done| done.wait_until(deadline));
         if closed {
+            // Every actor has written its journaled counters to its file:
+            // the journal may go (it keeps what any actor could not).
+            self.inner.journal.close();
             // Every actor file is closed: another engine may take the dir
             // now, even while this one's last references are dropped.
             self.inner.dir_lock.lock().take();
@@ -623,15 +686,8 @@ impl Drop for Engine {
 }
 
 impl Inner {
-    /// `data/actors/ab/cd/<sha256>.db`: never derived from the raw ID.
     pub fn actor_file(&self, id: &ActorId) -> PathBuf {
-        let stem = id.file_stem();
-        self.config
-            .data_dir
-            .join("actors")
-            .join(&stem[0..2])
-            .join(&stem[2..4])
-            .join(format!("{stem}.db"))
+        actor_path(&self.config.data_dir, id)
     }
 
     /// A fresh path for a temporary file on the data dir's file system, so
@@ -706,6 +762,16 @@ impl Inner {
             })
             .sum()
     }
+}
+
+/// `data/actors/ab/cd/<sha256>.db`: never derived from the raw ID.
+fn actor_path(data_dir: &std::path::Path, id: &ActorId) -> PathBuf {
+    let stem = id.file_stem();
+    data_dir
+        .join("actors")
+        .join(&stem[0..2])
+        .join(&stem[2..4])
+        .join(format!("{stem}.db"))
 }
 
 /// Takes the data dir's lock file, refusing a dir another engine (in this

@@ -1,9 +1,10 @@
 //! Putting an actor on a thread, and taking it off again.
 //!
 //! An open actor needs a thread only while it has work. One that has had
-//! no mail for [`PARK_AFTER`] (and holds no buffered writes waiting for
-//! their flush) gives its thread back to the pool in `threads` and stays
-//! open: its connection, caches and queue are kept in its [`Runner`]. The
+//! no mail for [`PARK_AFTER`] gives its thread back to the pool in
+//! `threads` and stays open: its connection, caches and queue are kept in
+//! its [`Runner`]. A flush it still owes is left to the engine's flush
+//! timer (see `flusher`), which runs it on a pool thread when due. The
 //! next mail puts it on a waiting thread again, which costs about what
 //! waking its own blocked thread did. So thousands of open, idle actors
 //! hold a few dozen threads instead of one each, and none of their stacks.
@@ -15,6 +16,7 @@ use crate::error::EngineError;
 use crate::telemetry;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,8 @@ pub(crate) struct Runner {
     predecessor: Mutex<Option<Arc<Done>>>,
     /// Whether a thread runs this actor or has been asked to.
     scheduled: Mutex<bool>,
+    /// The slot let go of the queue: the actor is to close.
+    released: AtomicBool,
     inner: Arc<Inner>,
 }
 
@@ -64,6 +68,7 @@ impl Runner {
             done: Arc::default(),
             predecessor: Mutex::new(predecessor),
             scheduled: Mutex::new(false),
+            released: AtomicBool::new(false),
             inner,
         })
     }
@@ -76,6 +81,52 @@ impl Runner {
         self.rx.is_empty()
     }
 
+    /// The slot dropped its sender: once the queue drains, the actor closes.
+    pub fn mark_released(&self) {
+        self.released.store(true, Ordering::Release);
+    }
+
+    /// The flush timer's turn (see `flusher`): flushes the actor if its
+    /// deadline has come and leaves it parked, without the wait for mail a
+    /// full turn makes. An actor that has a thread is left to it; one with
+    /// mail, or whose slot is gone, gets a full turn.
+    pub fn flush_turn(self: &Arc<Self>) {
+        {
+            let mut scheduled = self.scheduled.lock();
+            if *scheduled || self.predecessor.lock().is_some() {
+                return;
+            }
+            *scheduled = true;
+        }
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut actor = self.cell.lock();
+            actor.flush_if_due();
+            actor.flush_deadline()
+        }));
+        let next = match flushed {
+            Ok(next) => next,
+            Err(_) => {
+                self.after_panic();
+                return self.clone().closed();
+            }
+        };
+        let mut scheduled = self.scheduled.lock();
+        if self.rx.is_empty() && !self.released.load(Ordering::Acquire) {
+            *scheduled = false;
+            drop(scheduled);
+            if let Some(at) = next {
+                self.inner.flusher.schedule(at, self);
+            }
+            return;
+        }
+        drop(scheduled);
+        metrics::gauge!(telemetry::ACTOR_THREADS).increment(1.0);
+        let runner = self.clone();
+        if let Err(err) = self.inner.threads.spawn(Box::new(move || runner.turn())) {
+            self.could_not_start(err);
+        }
+    }
+
     /// Makes sure a thread will see what was just queued, or that the
     /// slot's sender is gone. A parked actor is handed to a thread; one that
     /// is running will find the mail itself.
@@ -84,17 +135,21 @@ impl Runner {
             return;
         };
         if let Err(err) = self.inner.threads.spawn(turn) {
-            tracing::error!(actor = %self.id, error = %err, "could not start an actor thread");
-            metrics::gauge!(telemetry::ACTOR_THREADS).decrement(1.0);
-            *self.scheduled.lock() = false;
-            // Nothing will run the queued ops: answer them rather than
-            // leave their callers waiting.
-            while let Ok(mail) = self.rx.try_recv() {
-                if let Mail::Op(msg) = mail {
-                    (msg.reply)(Err(EngineError::Internal(format!(
-                        "cannot start actor thread: {err}"
-                    ))));
-                }
+            self.could_not_start(err);
+        }
+    }
+
+    fn could_not_start(&self, err: std::io::Error) {
+        tracing::error!(actor = %self.id, error = %err, "could not start an actor thread");
+        metrics::gauge!(telemetry::ACTOR_THREADS).decrement(1.0);
+        *self.scheduled.lock() = false;
+        // Nothing will run the queued ops: answer them rather than
+        // leave their callers waiting.
+        while let Ok(mail) = self.rx.try_recv() {
+            if let Mail::Op(msg) = mail {
+                (msg.reply)(Err(EngineError::Internal(format!(
+                    "cannot start actor thread: {err}"
+                ))));
             }
         }
     }
@@ -125,6 +180,12 @@ impl Runner {
             Ok(Exit::Closed) => {}
             Err(_) => self.after_panic(),
         }
+        self.closed();
+    }
+
+    /// The actor closed (or was retired after a panic): forget its closing
+    /// entry and say it is done.
+    fn closed(self: Arc<Self>) {
         let mut registry = self.inner.registry.lock();
         if registry
             .closing
@@ -165,26 +226,35 @@ impl Runner {
 
     /// Runs batches of ops in arrival order until the actor parks or its
     /// slot is dropped (then flushes and closes it).
-    fn run(&self) -> Exit {
+    fn run(self: &Arc<Self>) -> Exit {
         if let Some(previous) = self.predecessor.lock().take() {
             previous.wait();
         }
+        let mut idle_since = Instant::now();
         loop {
             let deadline = self.cell.lock().flush_deadline();
+            let park_at = idle_since + PARK_AFTER;
             let first = match self
                 .rx
-                .recv_deadline(deadline.unwrap_or_else(|| Instant::now() + PARK_AFTER))
+                .recv_deadline(deadline.map_or(park_at, |d| d.min(park_at)))
             {
                 Ok(mail) => mail,
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) if deadline.is_some() => {
+                Err(RecvTimeoutError::Timeout) if deadline.is_some_and(|d| d <= Instant::now()) => {
                     self.cell.lock().flush_if_due();
                     continue;
                 }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < park_at => continue,
                 Err(RecvTimeoutError::Timeout) => match self.park() {
                     Some(Ok(mail)) => mail,
                     Some(Err(())) => break,
-                    None => return Exit::Parked,
+                    None => {
+                        // Parked: a flush still owed is the timer's now.
+                        if let Some(at) = self.cell.lock().flush_deadline() {
+                            self.inner.flusher.schedule(at, self);
+                        }
+                        return Exit::Parked;
+                    }
                 },
             };
             let mut batch = Vec::with_capacity(self.rx.len().min(MAX_BATCH) + 1);
@@ -197,6 +267,8 @@ impl Runner {
                 }
             }
             actor.end_batch();
+            drop(actor);
+            idle_since = Instant::now();
         }
         self.cell.lock().close();
         Exit::Closed
@@ -391,20 +463,57 @@ mod tests {
     }
 
     #[test]
-    fn a_buffered_write_made_inline_on_a_parked_actor_wakes_it_to_flush() {
+    fn a_write_made_inline_on_a_parked_actor_is_flushed_by_the_timer_without_a_thread() {
+        for durability in [Durability::Buffered, Durability::Durable] {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = engine(&dir, durability, 16);
+            let id = ActorId::parse("a").unwrap();
+            // The first add creates the counter's row (written at once).
+            add(&engine, &id);
+            add(&engine, &id);
+            assert!(eventually(
+                || engine.scheduled_actors() == 0 && engine.actors_owing_a_flush() == 0
+            ));
+            // Runs inline (open, queue empty): the actor owes a flush and
+            // stays parked; the timer flushes it.
+            add(&engine, &id);
+            assert_eq!(engine.actors_owing_a_flush(), 1, "{durability:?}");
+            assert!(
+                eventually(|| engine.actors_owing_a_flush() == 0),
+                "{durability:?}: never flushed"
+            );
+            assert_eq!(engine.scheduled_actors(), 0);
+            assert_eq!(count(&engine, &id), 3);
+        }
+    }
+
+    #[test]
+    fn many_actors_owing_flushes_hold_no_threads() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine(&dir, Durability::Buffered, 16);
-        let id = ActorId::parse("a").unwrap();
-        add(&engine, &id);
-        assert!(eventually(|| engine.scheduled_actors() == 0));
-        // Runs inline (open, queue empty): the actor now holds an unflushed
-        // write, so it has a thread again until its flush is done.
-        add(&engine, &id);
-        assert_eq!(engine.scheduled_actors(), 1);
+        let engine = engine(&dir, Durability::Buffered, 1000);
+        let ids: Vec<ActorId> = (0..300)
+            .map(|i| ActorId::parse(&format!("many-{i}")).unwrap())
+            .collect();
+        for id in &ids {
+            add(&engine, id);
+            add(&engine, id);
+        }
+        assert!(eventually(
+            || engine.scheduled_actors() == 0 && engine.actors_owing_a_flush() == 0
+        ));
+        for id in &ids {
+            add(&engine, id);
+        }
+        // Every one owes a flush (50 ms), none holds a thread for it.
         assert!(
-            eventually(|| engine.scheduled_actors() == 0),
-            "never flushed and parked"
+            engine.scheduled_actors() <= 4,
+            "{}",
+            engine.scheduled_actors()
         );
-        assert_eq!(count(&engine, &id), 2);
+        assert!(eventually(|| engine.actors_owing_a_flush() == 0));
+        for id in &ids {
+            assert_eq!(count(&engine, id), 3);
+        }
+        assert!(shuts_down(&engine));
     }
 }

@@ -13,6 +13,12 @@
 //! roll back by itself (an interrupt, a full disk): the map is then the
 //! only record of the acknowledged values, and [`CounterCache::rolled_back`]
 //! makes the next write put every one of them back.
+//!
+//! A durable actor's cache is *journaled* (see `store::journal`): its
+//! increments are records in the engine's journal, and every write of the
+//! map to the table also stores the journal position it covers
+//! (`_roost_meta.journal_lsn`) in the same transaction, so recovery
+//! re-applies exactly the records the table does not hold yet.
 
 use super::{as_i64, ActorDb};
 use crate::error::EngineError;
@@ -100,6 +106,18 @@ pub struct CounterCache {
     uncommitted: bool,
     /// The table lost writes the entries still hold: write them all.
     rewrite_all: bool,
+    /// Journaled (durable) cache: the last journal LSN folded into the
+    /// values, written with them.
+    journal: Option<u64>,
+}
+
+/// Where a journaled add went.
+pub enum Added {
+    /// Only into the map: its journal record makes it durable.
+    InMemory(i64),
+    /// Into the table too (a new row or a longer record), with every other
+    /// cached value: durable once that transaction commits.
+    ToTable(i64),
 }
 
 impl CounterCache {
@@ -131,17 +149,150 @@ impl CounterCache {
         Ok(value)
     }
 
+    /// Makes this a journaled cache (see the module docs) whose values
+    /// cover the journal up to `lsn`.
+    pub fn journaled(&mut self, lsn: u64) {
+        self.journal = Some(lsn);
+    }
+
+    /// A journaled add: `Added::InMemory` when it only changed the map (the
+    /// caller then journals it and reports the record with
+    /// [`CounterCache::folded`]).
+    pub fn add_journaled(
+        &mut self,
+        db: &mut ActorDb,
+        name: &str,
+        by: i64,
+    ) -> Result<Added, EngineError> {
+        let entry = self.entry(db, name)?;
+        let old = entry.value;
+        let value = old.checked_add(by).ok_or_else(|| overflow(name))?;
+        let new_row = entry.stored.is_none();
+        let grows = entry
+            .stored
+            .is_none_or(|stored| record_bytes(value) > record_bytes(stored));
+        self.set_value(name, value);
+        if !grows {
+            return Ok(Added::InMemory(value));
+        }
+        // A new page may be needed: write now, so a full database refuses
+        // this add. Every cached value goes with it, and the position.
+        let own = !db.in_transaction();
+        let written = (|| {
+            if own {
+                db.begin()?;
+            }
+            if new_row {
+                // Never journaled (a first add always lands here).
+                db.counter_set(name, value)?;
+                if let Some(entry) = self.entries.get_mut(name) {
+                    entry.stored = Some(value);
+                }
+            }
+            self.write_rows(db)?;
+            if let Some(lsn) = self.journal {
+                db.set_journal_lsn(lsn)?;
+            }
+            if own {
+                db.commit()?;
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => {
+                self.uncommitted |= !own;
+                Ok(Added::ToTable(value))
+            }
+            Err(err) => {
+                if own {
+                    db.rollback();
+                }
+                // Not applied: the map forgets it, and the table may have
+                // lost or half-taken the rest.
+                if new_row {
+                    self.entries.remove(name);
+                } else {
+                    self.set_value(name, old);
+                }
+                self.rewrite_all = true;
+                self.uncommitted |= !own;
+                Err(err)
+            }
+        }
+    }
+
+    /// Sets a cached counter's value, keeping the dirty count true.
+    fn set_value(&mut self, name: &str, value: i64) {
+        let Some(entry) = self.entries.get_mut(name) else {
+            return;
+        };
+        let was_dirty = entry.dirty();
+        entry.value = value;
+        match (was_dirty, entry.dirty()) {
+            (false, true) => self.dirty += 1,
+            (true, false) => self.dirty -= 1,
+            _ => {}
+        }
+    }
+
+    /// Whether a journaled add of `by` to `name` changes only the map (the
+    /// counter is cached and its record keeps its size).
+    pub fn adds_in_memory(&self, name: &str, by: i64) -> bool {
+        self.entries.get(name).is_some_and(|entry| {
+            entry.stored.is_some_and(|stored| {
+                entry
+                    .value
+                    .checked_add(by)
+                    .is_some_and(|value| record_bytes(value) <= record_bytes(stored))
+            })
+        })
+    }
+
+    pub fn is_journaled(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// The journal record of the last add has LSN `lsn`.
+    pub fn folded(&mut self, lsn: u64) {
+        if let Some(position) = &mut self.journal {
+            *position = (*position).max(lsn);
+        }
+    }
+
     /// The counter's value (0 if it was never set).
     pub fn get(&mut self, db: &mut ActorDb, name: &str) -> Result<i64, EngineError> {
         self.entry(db, name).map(|entry| entry.value)
     }
 
-    /// Writes every changed value to the table.
+    /// Writes every changed value to the table. A journaled cache writes
+    /// its journal position with them, in a transaction of their own when
+    /// none is open.
     pub fn write(&mut self, db: &mut ActorDb) -> Result<(), EngineError> {
         if self.dirty == 0 && !self.rewrite_all {
             return Ok(());
         }
-        self.uncommitted |= db.in_transaction();
+        let Some(lsn) = self.journal else {
+            self.uncommitted |= db.in_transaction();
+            return self.write_rows(db);
+        };
+        if db.in_transaction() {
+            self.uncommitted = true;
+            return self.write_rows(db).and_then(|()| db.set_journal_lsn(lsn));
+        }
+        db.begin()?;
+        let written = self
+            .write_rows(db)
+            .and_then(|()| db.set_journal_lsn(lsn))
+            .and_then(|()| db.commit());
+        if written.is_err() {
+            db.rollback();
+            // Entries marked stored may not be: write them all next time.
+            self.rewrite_all = true;
+        }
+        written
+    }
+
+    fn write_rows(&mut self, db: &mut ActorDb) -> Result<(), EngineError> {
         for (name, entry) in &mut self.entries {
             let dirty = entry.dirty();
             if self.rewrite_all || dirty {
@@ -188,6 +339,11 @@ impl CounterCache {
     /// Forgets everything (the database was closed, replaced or destroyed).
     pub fn clear(&mut self) {
         *self = CounterCache::default();
+    }
+
+    /// Whether the table (once committed) holds every value in the map.
+    pub fn is_clean(&self) -> bool {
+        self.unflushed() == 0 && !self.uncommitted
     }
 
     fn entry(&mut self, db: &mut ActorDb, name: &str) -> Result<&mut Cached, EngineError> {

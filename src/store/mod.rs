@@ -8,6 +8,7 @@
 pub mod authorizer;
 pub mod catalog;
 pub mod counters;
+pub mod journal;
 pub mod kv;
 pub mod ratelimit;
 mod shm;
@@ -229,6 +230,24 @@ impl ActorDb {
         Ok(row
             .and_then(|r| r.into_iter().next())
             .unwrap_or(Value::Null))
+    }
+
+    /// The journal position this file's counters cover (0: none).
+    pub fn journal_lsn(&mut self) -> Result<u64, EngineError> {
+        match self.meta("journal_lsn")? {
+            Value::Integer(lsn) => Ok(lsn.max(0) as u64),
+            _ => Ok(0),
+        }
+    }
+
+    /// Records the journal position the counters now cover (in the open
+    /// transaction, with them).
+    pub fn set_journal_lsn(&mut self, lsn: u64) -> Result<(), EngineError> {
+        self.exec(
+            "INSERT OR REPLACE INTO _roost_meta (key, value) VALUES ('journal_lsn', ?1)",
+            [Value::Integer(lsn as i64)],
+        )
+        .map(drop)
     }
 
     pub(crate) fn pragma(&mut self, sql: &str) -> Result<(), EngineError> {

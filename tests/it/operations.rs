@@ -68,15 +68,24 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     for _ in 0..25 {
         server.add("metered", "n", 1).await;
     }
+    // A durable SQL write commits (and fsyncs) on the actor's file.
+    let (status, _) = server
+        .sql(
+            "metered",
+            serde_json::json!({"sql": "CREATE TABLE IF NOT EXISTS t (x)"}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let after = scrape(&server).await;
     assert_prometheus_text(&after);
     let requests = metric(&after, "roost_http_requests_total", route)
         - metric(&before, "roost_http_requests_total", route);
     assert!(requests >= 25.0, "requests moved by {requests}");
     assert!(metric(&after, "roost_http_request_duration_seconds_bucket", route) > 0.0);
+    // Durable counter increments share journal syncs, not commits.
     assert!(
-        metric(&after, "roost_commit_batch_ops_count", "")
-            > metric(&before, "roost_commit_batch_ops_count", "")
+        metric(&after, "roost_journal_sync_records_count", "")
+            > metric(&before, "roost_journal_sync_records_count", "")
     );
     assert!(metric(&after, "roost_commit_duration_seconds_count", "") > 0.0);
     assert!(metric(&after, "roost_actor_opens_total", "") >= 1.0);

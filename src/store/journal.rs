@@ -1,0 +1,889 @@
+//! The engine's shared write-ahead journal: one append-only log for the
+//! durable counter increments of every actor.
+//!
+//! A durable increment used to be its own SQLite transaction and fsync on
+//! its actor's file, so increments spread over many actors shared nothing
+//! (each paid a transaction and waited for its own sync). Now the actor
+//! applies the increment to its in-memory counter cache, appends one
+//! record here, and answers once the journal's thread has written and
+//! `fdatasync`ed the batch holding it: one sync for every actor's writes
+//! that arrived meanwhile (group commit across actors). Actors write their
+//! cached counters to their own files later, with the journal position
+//! they reached (`_roost_meta.journal_lsn`), in the same transaction.
+//!
+//! After a crash, [`recover`] reads every segment and the engine re-applies
+//! each record whose LSN is past its actor's stored position. A `Forget`
+//! record (written before an actor's file is deleted or replaced) drops
+//! the records before it, so a new actor under the same ID never inherits
+//! them.
+//!
+//! Segments are files `journal/<first LSN>.log`; the newest is appended
+//! to. Once it outgrows [`SEGMENT_BYTES`] a new one starts, and older ones
+//! go when no actor still holds an unwritten record in them ([`Journal::hold`]).
+//! LSNs only grow, across restarts too: the newest segment's name (always
+//! kept) says where numbering continues.
+//!
+//! Record layout (little-endian): `len u32 | crc32 u32 | body`, body =
+//! `lsn u64 | kind u8 | actor_len u32 | actor | [name_len u32 | name | by i64]`.
+//! A torn or corrupt record ends its segment (a crash mid-append).
+
+use crate::error::EngineError;
+use crate::telemetry;
+use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A segment this big is closed and a new one started.
+const SEGMENT_BYTES: u64 = 32 << 20;
+
+/// A growing segment this big starts preparing a preallocated successor.
+const PREPARE_AFTER: u64 = 1 << 20;
+
+const KIND_COUNTER_ADD: u8 = 1;
+const KIND_FORGET: u8 = 2;
+
+/// When segments are preallocated and rotated (fixed, but smaller in tests).
+#[derive(Clone, Copy)]
+struct Sizes {
+    /// A segment this big is closed and a new one started.
+    segment: u64,
+    /// A growing segment this big starts preparing a preallocated successor.
+    prepare_after: u64,
+}
+
+const SIZES: Sizes = Sizes {
+    segment: SEGMENT_BYTES,
+    prepare_after: PREPARE_AFTER,
+};
+
+/// What one record says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// `by` was added to the actor's counter `name`.
+    CounterAdd {
+        actor: String,
+        name: String,
+        by: i64,
+    },
+    /// The actor's file was deleted or replaced: earlier records are void.
+    Forget { actor: String },
+}
+
+impl Entry {
+    fn actor(&self) -> &str {
+        match self {
+            Entry::CounterAdd { actor, .. } | Entry::Forget { actor } => actor,
+        }
+    }
+}
+
+/// A record read back by [`recover`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub lsn: u64,
+    pub entry: Entry,
+}
+
+/// Told whether the records up to an LSN are on disk.
+pub type Waiter = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
+/// The journal; appends from any thread, one thread writes and syncs.
+pub struct Journal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    sizes: Sizes,
+    state: Mutex<State>,
+    /// Wakes the writer (records to write, or stop).
+    work: Condvar,
+    /// Every record up to this LSN is on disk.
+    synced: AtomicU64,
+    /// First unwritten LSN of each actor still holding records (a count
+    /// per LSN): segments past the smallest must stay.
+    holds: Mutex<BTreeMap<u64, usize>>,
+}
+
+struct State {
+    /// Encoded records not yet handed to the writer.
+    buf: Vec<u8>,
+    next_lsn: u64,
+    waiters: Vec<(u64, Waiter)>,
+    /// A failed sync: the file's state is unknown, so nothing more is
+    /// promised until the engine restarts.
+    failed: Option<String>,
+    stopping: bool,
+}
+
+/// Everything found on disk at start-up.
+pub struct Recovered {
+    /// Records still in force, in LSN order (`Forget`s already applied).
+    pub records: Vec<Record>,
+    /// The LSN the next record gets.
+    pub next_lsn: u64,
+}
+
+/// Reads every segment under `dir` (made if missing).
+pub fn recover(dir: &Path) -> Result<Recovered, EngineError> {
+    std::fs::create_dir_all(dir)?;
+    let segments = segments(dir)?;
+    let mut next_lsn = segments.last().map_or(1, |(base, _)| *base).max(1);
+    let mut records: Vec<Record> = Vec::new();
+    for (_, path) in &segments {
+        let bytes = std::fs::read(path)?;
+        let (found, complete) = decode_all(&bytes);
+        if !complete {
+            tracing::warn!(segment = %path.display(), "journal segment ends in a torn record (a crash mid-append); the records before it are kept");
+        }
+        for record in found {
+            next_lsn = next_lsn.max(record.lsn + 1);
+            if let Entry::Forget { actor } = &record.entry {
+                records.retain(|r| r.entry.actor() != actor);
+            } else {
+                records.push(record);
+            }
+        }
+    }
+    records.sort_by_key(|r| r.lsn);
+    Ok(Recovered { records, next_lsn })
+}
+
+impl Journal {
+    /// Starts a fresh segment at `next_lsn` and drops the old ones (the
+    /// caller has applied what [`recover`] returned), except those from
+    /// `keep_from` on (records that could not be applied: they stay until
+    /// a later start), then starts the writer.
+    pub fn start(
+        dir: &Path,
+        next_lsn: u64,
+        keep_from: Option<u64>,
+    ) -> Result<Journal, EngineError> {
+        Self::start_sized(dir, next_lsn, keep_from, SIZES)
+    }
+
+    fn start_sized(
+        dir: &Path,
+        next_lsn: u64,
+        keep_from: Option<u64>,
+        sizes: Sizes,
+    ) -> Result<Journal, EngineError> {
+        std::fs::create_dir_all(dir)?;
+        // Half made when the last run stopped.
+        let _ = std::fs::remove_file(dir.join(PREPARED));
+        let file = new_segment(dir, next_lsn)?;
+        remove_segments_before(dir, keep_from.unwrap_or(next_lsn).min(next_lsn))?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            sizes,
+            state: Mutex::new(State {
+                buf: Vec::with_capacity(64 << 10),
+                next_lsn,
+                waiters: Vec::new(),
+                failed: None,
+                stopping: false,
+            }),
+            work: Condvar::new(),
+            synced: AtomicU64::new(next_lsn - 1),
+            holds: Mutex::new(keep_from.map(|lsn| (lsn, 1)).into_iter().collect()),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("roost-journal".into())
+                .spawn(move || shared.write_loop(file, next_lsn))?
+        };
+        Ok(Journal {
+            shared,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Appends `entry`; returns its LSN. It is on disk once [`Journal::wait`]
+    /// says so.
+    pub fn append(&self, entry: &Entry) -> Result<u64, EngineError> {
+        let mut state = self.shared.state.lock();
+        if let Some(failed) = &state.failed {
+            return Err(EngineError::Io(failed.clone()));
+        }
+        if state.stopping {
+            return Err(EngineError::Closed);
+        }
+        let lsn = state.next_lsn;
+        state.next_lsn += 1;
+        let was_empty = state.buf.is_empty();
+        encode(&mut state.buf, lsn, entry);
+        drop(state);
+        if was_empty {
+            self.shared.work.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// The highest LSN on disk.
+    pub fn synced(&self) -> u64 {
+        self.shared.synced.load(Ordering::Acquire)
+    }
+
+    /// Calls `waiter` once every record up to `lsn` is on disk (at once if
+    /// it is), or with the error that kept it off.
+    pub fn wait(&self, lsn: u64, waiter: Waiter) {
+        if self.synced() >= lsn {
+            return waiter(Ok(()));
+        }
+        let mut state = self.shared.state.lock();
+        // The writer publishes `synced` under this lock: no lost wake-up.
+        if self.synced() >= lsn {
+            drop(state);
+            return waiter(Ok(()));
+        }
+        if let Some(failed) = &state.failed {
+            let err = EngineError::Io(failed.clone());
+            drop(state);
+            return waiter(Err(err));
+        }
+        state.waiters.push((lsn, waiter));
+    }
+
+    /// Appends `entry` and waits on this thread until it is on disk.
+    pub fn append_and_sync(&self, entry: &Entry) -> Result<(), EngineError> {
+        let lsn = self.append(entry)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.wait(
+            lsn,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(EngineError::Internal("the journal stopped".into())))
+    }
+
+    #[cfg(test)]
+    fn append_and_sync_lsn(&self, entry: &Entry) -> u64 {
+        let lsn = self.append(entry).unwrap();
+        self.append_and_sync(&Entry::Forget {
+            actor: String::new(),
+        })
+        .unwrap();
+        lsn
+    }
+
+    /// An actor holds unwritten records from `lsn` on: keep them.
+    pub fn hold(&self, lsn: u64) {
+        *self.shared.holds.lock().entry(lsn).or_default() += 1;
+    }
+
+    /// The actor that held from `lsn` has written them to its file.
+    pub fn release(&self, lsn: u64) {
+        let mut holds = self.shared.holds.lock();
+        if let Some(count) = holds.get_mut(&lsn) {
+            *count -= 1;
+            if *count == 0 {
+                holds.remove(&lsn);
+            }
+        }
+    }
+
+    /// Writes what is pending, stops the writer and, if no actor holds
+    /// records any more, drops every segment but a fresh empty one.
+    pub fn close(&self) {
+        self.shared.state.lock().stopping = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    fn write_loop(&self, file: File, base: u64) {
+        let mut segment = Segment {
+            file,
+            base,
+            len: 0,
+            preallocated: false,
+            sizes: self.sizes,
+        };
+        let mut next: Option<Preparing> = None;
+        let mut spare = Vec::with_capacity(64 << 10);
+        let mut last_written = base - 1;
+        loop {
+            let (batch, last) = {
+                let mut state = self.state.lock();
+                while state.buf.is_empty() && !state.stopping {
+                    self.work.wait(&mut state);
+                }
+                if state.buf.is_empty() {
+                    break;
+                }
+                let batch = std::mem::replace(&mut state.buf, std::mem::take(&mut spare));
+                (batch, state.next_lsn - 1)
+            };
+            if segment.must_rotate(batch.len() as u64, next.as_ref()) {
+                self.rotate_into(&mut segment, &mut next, last_written + 1);
+            }
+            let started = std::time::Instant::now();
+            let result = segment.write(&batch);
+            metrics::histogram!(telemetry::JOURNAL_SYNC_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            if result.is_ok() {
+                metrics::histogram!(telemetry::JOURNAL_SYNC_RECORDS)
+                    .record((last - last_written) as f64);
+                last_written = last;
+            }
+            spare = batch;
+            spare.clear();
+            self.finish(last, result);
+            if next.is_none() && segment.wants_successor() {
+                next = Some(Preparing::start(&self.dir, self.sizes.segment));
+            }
+        }
+        // Stopped: with nothing held, the records are all in actor files.
+        if self.holds.lock().is_empty() && self.state.lock().failed.is_none() {
+            let next_lsn = self.state.lock().next_lsn;
+            if next_lsn > segment.base && self.rotate(next_lsn).is_err() {
+                tracing::warn!("could not trim the journal at shutdown");
+            }
+        }
+        if let Some(preparing) = next {
+            preparing.discard();
+            let _ = std::fs::remove_file(self.dir.join(PREPARED));
+        }
+    }
+
+    /// Moves to a new segment starting at `base`: the prepared one if there
+    /// is one (waiting for it only if this one is full), else a growing one.
+    fn rotate_into(&self, segment: &mut Segment, next: &mut Option<Preparing>, base: u64) {
+        let ready = match next.take() {
+            Some(preparing) if preparing.is_ready() || segment.preallocated => preparing.finish(),
+            other => {
+                *next = other;
+                None
+            }
+        };
+        let opened = match ready {
+            Some(file) => install_prepared(&self.dir, file, base).map(|file| (file, true)),
+            None => new_segment(&self.dir, base).map(|file| (file, false)),
+        };
+        match opened {
+            Ok((file, preallocated)) => {
+                *segment = Segment {
+                    file,
+                    base,
+                    len: 0,
+                    preallocated,
+                    sizes: self.sizes,
+                };
+                let keep_from = self.keep_from(base);
+                if let Err(err) = remove_segments_before(&self.dir, keep_from) {
+                    tracing::warn!(error = %err, "could not remove old journal segments");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not start a new journal segment; appending to the old one");
+            }
+        }
+    }
+
+    /// The first LSN still needed, if the newest segment starts at `base`.
+    fn keep_from(&self, base: u64) -> u64 {
+        self.holds
+            .lock()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(base)
+            .min(base)
+    }
+
+    /// Answers the waiters of a written batch ending at `last`.
+    fn finish(&self, last: u64, result: Result<(), (EngineError, bool)>) {
+        let mut state = self.state.lock();
+        let ready: Vec<(u64, Waiter)>;
+        match &result {
+            Ok(()) => {
+                self.synced.store(last, Ordering::Release);
+                let (done, waiting) = std::mem::take(&mut state.waiters)
+                    .into_iter()
+                    .partition(|(lsn, _)| *lsn <= last);
+                ready = done;
+                state.waiters = waiting;
+            }
+            Err((err, fatal)) => {
+                tracing::error!(error = %err, fatal, "journal write failed; the increments in it are not acknowledged");
+                if *fatal {
+                    state.failed = Some(format!("the journal could not be synced: {err}"));
+                    ready = std::mem::take(&mut state.waiters);
+                } else {
+                    let (done, waiting) = std::mem::take(&mut state.waiters)
+                        .into_iter()
+                        .partition(|(lsn, _)| *lsn <= last);
+                    ready = done;
+                    state.waiters = waiting;
+                }
+            }
+        }
+        drop(state);
+        for (_, waiter) in ready {
+            waiter(match &result {
+                Ok(()) => Ok(()),
+                Err((err, _)) => Err(clone_io(err)),
+            });
+        }
+    }
+
+    /// Starts segment `base` and drops the old ones no actor still needs.
+    fn rotate(&self, base: u64) -> Result<File, EngineError> {
+        let file = new_segment(&self.dir, base)?;
+        remove_segments_before(&self.dir, self.keep_from(base))?;
+        Ok(file)
+    }
+}
+
+/// The segment being appended to.
+struct Segment {
+    file: File,
+    base: u64,
+    /// Bytes of records in it.
+    len: u64,
+    /// Zero-filled to [`SEGMENT_BYTES`] ahead and opened `O_DSYNC`: a write
+    /// is durable when it returns, and needs no metadata update (the size
+    /// and the blocks are already on disk), which made each sync cheaper.
+    preallocated: bool,
+    sizes: Sizes,
+}
+
+impl Segment {
+    /// Writes and syncs `batch` after the records already here. A failed
+    /// write is cut off again (a growing segment) or overwritten by the
+    /// next (a preallocated one), so later records never follow a torn
+    /// one; a failed sync cannot be undone and fails the journal.
+    fn write(&mut self, batch: &[u8]) -> Result<(), (EngineError, bool)> {
+        let written = self.file.write_all_at(batch, self.len);
+        let synced = match written {
+            Ok(()) if self.preallocated => Ok(()),
+            Ok(()) => self.file.sync_data().map_err(|err| (err, true)),
+            Err(err) if self.preallocated => Err((err, true)),
+            Err(err) => Err((err, false)),
+        };
+        match synced {
+            Ok(()) => {
+                self.len += batch.len() as u64;
+                Ok(())
+            }
+            // With O_DSYNC a failed write may have been a failed sync.
+            Err((err, true)) if self.preallocated => Err((EngineError::from(err), true)),
+            Err((err, sync_failed)) => {
+                let cut = !sync_failed && self.file.set_len(self.len).is_ok();
+                Err((EngineError::from(err), !cut))
+            }
+        }
+    }
+
+    /// Whether `incoming` bytes should go to a new segment: this one is
+    /// full, or it grows and a preallocated one is ready.
+    fn must_rotate(&self, incoming: u64, next: Option<&Preparing>) -> bool {
+        match self.preallocated {
+            true => self.len + incoming > self.sizes.segment,
+            false => {
+                self.len >= self.sizes.segment
+                    || (self.len > 0 && next.is_some_and(Preparing::is_ready))
+            }
+        }
+    }
+
+    /// Whether to start preparing the next segment: only a journal in real
+    /// use pays for one (an engine that never writes much keeps its small,
+    /// growing segment).
+    fn wants_successor(&self) -> bool {
+        match self.preallocated {
+            true => self.len >= self.sizes.segment / 2,
+            false => self.len >= self.sizes.prepare_after,
+        }
+    }
+}
+
+/// A zero-filled segment being made by a helper thread.
+struct Preparing(std::thread::JoinHandle<Result<File, EngineError>>);
+
+impl Preparing {
+    fn start(dir: &Path, bytes: u64) -> Preparing {
+        let path = dir.join(PREPARED);
+        Preparing(std::thread::spawn(move || prepare_segment(&path, bytes)))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// The prepared file (waiting for it), or `None` if it failed.
+    fn finish(self) -> Option<File> {
+        match self.0.join() {
+            Ok(Ok(file)) => Some(file),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "could not preallocate a journal segment");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn discard(self) {
+        let _ = self.0.join();
+    }
+}
+
+/// The file a segment is prepared in before it gets its name.
+const PREPARED: &str = "next.prep";
+
+fn prepare_segment(path: &Path, bytes: u64) -> Result<File, EngineError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(path)?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < bytes {
+            let chunk = (bytes - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..chunk], at)?;
+            at += chunk as u64;
+        }
+        file.sync_all()?;
+    }
+    Ok(std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .open(path)?)
+}
+
+/// Gives the prepared file its segment name.
+fn install_prepared(dir: &Path, file: File, base: u64) -> Result<File, EngineError> {
+    std::fs::rename(dir.join(PREPARED), segment_path(dir, base))?;
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+fn clone_io(err: &EngineError) -> EngineError {
+    match err {
+        EngineError::InsufficientStorage(m) => EngineError::InsufficientStorage(m.clone()),
+        other => EngineError::Io(other.to_string()),
+    }
+}
+
+/// Segments under `dir`, oldest first, with their first LSN.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, EngineError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let base = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(base) = base {
+            found.push((base, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+fn new_segment(dir: &Path, base: u64) -> Result<File, EngineError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(segment_path(dir, base))?;
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+/// Removes the segments whose records all come before `keep_from` (each
+/// segment ends where the next begins; the newest is always kept).
+fn remove_segments_before(dir: &Path, keep_from: u64) -> Result<(), EngineError> {
+    let all = segments(dir)?;
+    for pair in all.windows(2) {
+        let (_, path) = &pair[0];
+        let (next_base, _) = pair[1];
+        if next_base <= keep_from {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode(buf: &mut Vec<u8>, lsn: u64, entry: &Entry) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    buf.extend_from_slice(&lsn.to_le_bytes());
+    let push_str = |buf: &mut Vec<u8>, s: &str| {
+        buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    };
+    match entry {
+        Entry::CounterAdd { actor, name, by } => {
+            buf.push(KIND_COUNTER_ADD);
+            push_str(buf, actor);
+            push_str(buf, name);
+            buf.extend_from_slice(&by.to_le_bytes());
+        }
+        Entry::Forget { actor } => {
+            buf.push(KIND_FORGET);
+            push_str(buf, actor);
+        }
+    }
+    let body_len = (buf.len() - start - 8) as u32;
+    let crc = crc32fast::hash(&buf[start + 8..]);
+    buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Every whole record in `bytes`, and whether they filled it exactly.
+fn decode_all(bytes: &[u8]) -> (Vec<Record>, bool) {
+    let mut records = Vec::new();
+    let mut rest = bytes;
+    // A preallocated segment's unused tail is zeros.
+    while !rest.iter().all(|b| *b == 0) {
+        match decode_one(rest) {
+            Some((record, used)) => {
+                records.push(record);
+                rest = &rest[used..];
+            }
+            None => return (records, false),
+        }
+    }
+    (records, true)
+}
+
+fn decode_one(bytes: &[u8]) -> Option<(Record, usize)> {
+    let body_len = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let body = bytes.get(8..8 + body_len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let mut reader = Reader(body);
+    let lsn = u64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+    let kind = reader.take(1)?[0];
+    let actor = reader.string()?;
+    let entry = match kind {
+        KIND_COUNTER_ADD => {
+            let name = reader.string()?;
+            let by = i64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+            Entry::CounterAdd { actor, name, by }
+        }
+        KIND_FORGET => Entry::Forget { actor },
+        _ => return None,
+    };
+    Some((Record { lsn, entry }, 8 + body_len))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(actor: &str, name: &str, by: i64) -> Entry {
+        Entry::CounterAdd {
+            actor: actor.into(),
+            name: name.into(),
+            by,
+        }
+    }
+
+    #[test]
+    fn synced_records_come_back_in_order_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let recovered = recover(&path).unwrap();
+        assert!(recovered.records.is_empty());
+        let journal = Journal::start(&path, recovered.next_lsn, None).unwrap();
+        let first = journal.append(&add("a", "n", 1)).unwrap();
+        journal.append_and_sync(&add("b", "m", -5)).unwrap();
+        assert!(journal.synced() > first);
+        // No clean close: as after kill -9.
+        std::mem::forget(journal);
+        let again = recover(&path).unwrap();
+        assert_eq!(
+            again.records,
+            vec![
+                Record {
+                    lsn: first,
+                    entry: add("a", "n", 1)
+                },
+                Record {
+                    lsn: first + 1,
+                    entry: add("b", "m", -5)
+                },
+            ]
+        );
+        assert_eq!(again.next_lsn, first + 2);
+    }
+
+    #[test]
+    fn a_forget_voids_only_its_actors_earlier_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journal = Journal::start(&path, 1, None).unwrap();
+        journal.append(&add("a", "n", 1)).unwrap();
+        journal.append(&add("b", "n", 2)).unwrap();
+        journal
+            .append(&Entry::Forget { actor: "a".into() })
+            .unwrap();
+        journal.append_and_sync(&add("a", "n", 3)).unwrap();
+        std::mem::forget(journal);
+        let entries: Vec<Entry> = recover(&path)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.entry)
+            .collect();
+        assert_eq!(entries, vec![add("b", "n", 2), add("a", "n", 3)]);
+    }
+
+    #[test]
+    fn a_torn_tail_keeps_the_records_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journal = Journal::start(&path, 1, None).unwrap();
+        journal.append_and_sync(&add("a", "n", 1)).unwrap();
+        journal.append_and_sync(&add("a", "n", 2)).unwrap();
+        std::mem::forget(journal);
+        let (_, segment) = segments(&path).unwrap().pop().unwrap();
+        let bytes = std::fs::read(&segment).unwrap();
+        std::fs::write(&segment, &bytes[..bytes.len() - 3]).unwrap();
+        let recovered = recover(&path).unwrap();
+        assert_eq!(recovered.records.len(), 1);
+        // The torn record's LSN is not reused: numbering is past the base.
+        assert!(recovered.next_lsn >= 2);
+    }
+
+    #[test]
+    fn numbering_continues_across_clean_restarts_with_an_empty_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journal = Journal::start(&path, 1, None).unwrap();
+        for _ in 0..10 {
+            journal.append(&add("a", "n", 1)).unwrap();
+        }
+        journal.append_and_sync(&add("a", "n", 1)).unwrap();
+        journal.close();
+        drop(journal);
+        // Nothing was held: the records are gone, the numbering is not.
+        let recovered = recover(&path).unwrap();
+        assert!(recovered.records.is_empty());
+        assert_eq!(recovered.next_lsn, 12);
+    }
+
+    #[test]
+    fn held_records_survive_a_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journal = Journal::start(&path, 1, None).unwrap();
+        let lsn = journal.append(&add("a", "n", 1)).unwrap();
+        journal.hold(lsn);
+        journal.close();
+        assert_eq!(recover(&path).unwrap().records.len(), 1);
+    }
+
+    #[test]
+    fn old_segments_go_once_no_actor_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        std::fs::create_dir_all(&path).unwrap();
+        for base in [1u64, 10, 20] {
+            new_segment(&path, base).unwrap();
+        }
+        remove_segments_before(&path, 15).unwrap();
+        let left: Vec<u64> = segments(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        // Segment 10 may hold LSN 15..19; segment 20 is the newest.
+        assert_eq!(left, vec![10, 20]);
+    }
+
+    #[test]
+    fn records_move_into_preallocated_segments_and_come_back_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let sizes = Sizes {
+            segment: 64 << 10,
+            prepare_after: 4 << 10,
+        };
+        let journal = Journal::start_sized(&path, 1, None, sizes).unwrap();
+        let mut expected = Vec::new();
+        let mut held = None;
+        for i in 0..4000i64 {
+            let entry = add(&format!("actor-{}", i % 7), "n", i);
+            let lsn = journal.append_and_sync_lsn(&entry);
+            if i == 2500 {
+                // From here on an actor still needs its records.
+                journal.hold(lsn);
+                held = Some(lsn);
+            }
+            expected.push(Record { lsn, entry });
+        }
+        // About 200 KiB of records: several preallocated segments, and
+        // the ones before the hold are gone.
+        let left = segments(&path).unwrap();
+        assert!(left.len() >= 2, "{left:?}");
+        let held = held.unwrap();
+        assert!(left[0].0 <= held && left[0].0 > 1, "{left:?}");
+        std::mem::forget(journal);
+        let recovered = recover(&path).unwrap();
+        // Each add was followed by a synced marker (a `Forget` of no actor).
+        assert_eq!(recovered.next_lsn, 8001);
+        let from = recovered.records.first().unwrap().lsn;
+        assert!(from <= held);
+        let kept: Vec<Record> = expected.into_iter().filter(|r| r.lsn >= from).collect();
+        assert_eq!(recovered.records, kept);
+    }
+
+    #[test]
+    fn corrupt_bytes_decode_to_nothing_without_panicking() {
+        for bytes in [
+            &b""[..],
+            b"\xff\xff\xff\xff",
+            b"\x04\0\0\0\0\0\0\0abcd",
+            &[0u8; 64],
+        ] {
+            let (records, _) = decode_all(bytes);
+            assert!(records.is_empty());
+        }
+    }
+}
