@@ -222,11 +222,14 @@ impl Actor {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let interval = match self.durability() {
-            Durability::Durable => self.inner.config.flush_interval() * JOURNALED_FLUSH_INTERVALS,
-            _ => self.inner.config.flush_interval(),
-        };
-        since.map(|t| aligned_deadline(t, interval))
+        let interval = self.inner.config.flush_interval();
+        match self.durability() {
+            // Not aligned: these flushes make no fsync to share, and a
+            // thousand actors flushing at once would crowd the journal's
+            // writes off the disk.
+            Durability::Durable => since.map(|t| t + interval * JOURNALED_FLUSH_INTERVALS),
+            _ => since.map(|t| aligned_deadline(t, interval)),
+        }
     }
 
     pub(super) fn handle(&mut self, msg: Msg) {
@@ -710,6 +713,34 @@ impl Actor {
 
     /// Buffered mode: commit the open transaction (one fsync).
     fn flush(&mut self) {
+        // A durable actor's flush holds only journaled counters: the
+        // journal keeps them until a file-system sync, so no fsync here.
+        let unsynced = self.db.as_mut().is_some_and(|db| {
+            db.durability() == Durability::Durable
+                && !db.in_transaction()
+                && db.set_synced_commits(false).is_ok()
+        });
+        self.flush_now();
+        if let Some(db) = self.db.as_mut().filter(|_| unsynced) {
+            if let Err(err) = db.set_synced_commits(true) {
+                // Every later commit would skip its fsync: start over.
+                tracing::error!(actor = %self.id, error = %err, "could not restore synced commits; closing the database");
+                self.abandon_after_flush();
+            }
+        }
+    }
+
+    /// Closes the database after [`Actor::flush`] could not make its
+    /// commits synced again; the next op reopens it (synced, the default).
+    fn abandon_after_flush(&mut self) {
+        self.counters.clear();
+        self.limiter.clear();
+        if let Some(db) = self.db.take() {
+            db.close();
+        }
+    }
+
+    fn flush_now(&mut self) {
         self.flush_requested = false;
         let Some(db) = self.db.as_mut() else {
             self.unflushed_since = None;

@@ -386,9 +386,18 @@ impl Shared {
                     preallocated,
                     sizes: self.sizes,
                 };
-                let keep_from = self.keep_from(base);
-                if let Err(err) = remove_segments_before(&self.dir, keep_from) {
-                    tracing::warn!(error = %err, "could not remove old journal segments");
+                // The file-system sync before removal may take a while:
+                // not on this thread, which every durable increment waits on.
+                let (dir, keep_from) = (self.dir.clone(), self.keep_from(base));
+                let trimmed = std::thread::Builder::new()
+                    .name("roost-journal-trim".into())
+                    .spawn(move || {
+                        if let Err(err) = remove_segments_before(&dir, keep_from) {
+                            tracing::warn!(error = %err, "could not remove old journal segments");
+                        }
+                    });
+                if let Err(err) = trimmed {
+                    tracing::warn!(error = %err, "could not start trimming the journal");
                 }
             }
             Err(err) => {
@@ -619,14 +628,38 @@ fn new_segment(dir: &Path, base: u64) -> Result<File, EngineError> {
 
 /// Removes the segments whose records all come before `keep_from` (each
 /// segment ends where the next begins; the newest is always kept).
+///
+/// Actors write journaled increments to their files without an fsync of
+/// their own (see `ActorDb::commit_unsynced`): one `syncfs` of the data
+/// dir's file system, after those writes and before any segment goes,
+/// makes them all durable first.
 fn remove_segments_before(dir: &Path, keep_from: u64) -> Result<(), EngineError> {
     let all = segments(dir)?;
-    for pair in all.windows(2) {
-        let (_, path) = &pair[0];
-        let (next_base, _) = pair[1];
-        if next_base <= keep_from {
-            std::fs::remove_file(path)?;
+    let doomed: Vec<&PathBuf> = all
+        .windows(2)
+        .filter(|pair| pair[1].0 <= keep_from)
+        .map(|pair| &pair[0].1)
+        .collect();
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    sync_file_system(dir)?;
+    for path in doomed {
+        match std::fs::remove_file(path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+            _ => {}
         }
+    }
+    Ok(())
+}
+
+/// `syncfs(2)` of the file system holding `dir`.
+fn sync_file_system(dir: &Path) -> Result<(), EngineError> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir)?;
+    // SAFETY: a valid open descriptor; syncfs reads nothing else.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
 }

@@ -353,6 +353,18 @@ impl ActorDb {
         self.exec("COMMIT", ()).map(drop)
     }
 
+    /// Whether commits fsync (`synchronous = FULL`, the default) or not
+    /// (`NORMAL`: for writes the shared journal still holds, whose segments
+    /// go only after a sync of the whole file system, see
+    /// `store::journal`). Only outside a transaction (SQLite's rule).
+    pub fn set_synced_commits(&mut self, synced: bool) -> Result<(), EngineError> {
+        match synced {
+            true => self.exec("PRAGMA synchronous = FULL", ()),
+            false => self.exec("PRAGMA synchronous = NORMAL", ()),
+        }
+        .map(drop)
+    }
+
     pub fn rollback(&mut self) {
         if self.in_transaction() {
             let _ = self.exec("ROLLBACK", ());
@@ -468,6 +480,26 @@ mod tests {
         )
         .unwrap()
         .unwrap()
+    }
+
+    #[test]
+    fn unsynced_commits_are_switched_back_to_synced_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::File(dir.path().join("a.db"));
+        let mut db = open(&location, "a", Some(Durability::Durable));
+        let level = |db: &mut ActorDb| db.pragma_value("PRAGMA synchronous").unwrap();
+        assert_eq!(level(&mut db), Value::Integer(2), "FULL by default");
+        db.set_synced_commits(false).unwrap();
+        assert_eq!(level(&mut db), Value::Integer(1));
+        db.begin().unwrap();
+        db.set_journal_lsn(7).unwrap();
+        // SQLite refuses the switch inside a transaction: callers make it
+        // before BEGIN.
+        assert!(db.set_synced_commits(true).is_err());
+        db.commit().unwrap();
+        db.set_synced_commits(true).unwrap();
+        assert_eq!(level(&mut db), Value::Integer(2));
+        assert_eq!(db.journal_lsn().unwrap(), 7);
     }
 
     #[test]
