@@ -158,9 +158,11 @@ typedef struct roost_engine roost_engine;
  * When an `_async` function returns `ROOST_OK`, its callback is called
  * exactly once, even if the engine is closed meanwhile (closing lets
  * queued operations finish); when it returns an error, never. The
- * callback runs on the actor's thread (or on the calling thread, before
- * the function returns, for an operation the engine refuses at once), so
- * it must be quick and thread-safe, typically handing the result to its
+ * callback runs on an engine thread (the actor's, or the journal's for a
+ * durable counter op; a slow callback there delays every durable
+ * increment) or on the calling thread, before the function returns, for
+ * an operation the engine refuses at once. So it must be quick and
+ * thread-safe, typically handing the result to its
  * own thread. Inside it, blocking roost calls return
  * `ROOST_WOULD_DEADLOCK`; `_async` calls are allowed. It must not unwind
  * (throw) into roost.

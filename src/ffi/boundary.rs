@@ -183,7 +183,7 @@ impl<T> Out<T> {
 }
 
 thread_local! {
-    /// Set while this thread runs a completion callback (an actor thread).
+    /// Set while this thread runs a completion callback (an engine thread).
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -199,7 +199,8 @@ pub fn in_callback() -> bool {
 }
 
 /// Refuses a blocking call from a completion callback: it runs on an
-/// actor's thread, and waiting there for an actor may wait for itself.
+/// engine thread (an actor's, the journal's), and waiting there for the
+/// engine may wait for itself.
 pub fn may_block() -> Result<(), Failure> {
     if in_callback() {
         Err(Failure::new(
