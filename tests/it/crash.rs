@@ -72,18 +72,8 @@ async fn write_until_dead(process_url: String, writers: usize, acked: Arc<Mutex<
 async fn verify(process: &Process, acked: &Acked) -> usize {
     let client = reqwest::Client::new();
     for (actor, min) in &acked.counters {
-        let body: serde_json::Value = client
-            .get(process.actor(actor, "/counters/hits"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(
-            body["value"].as_i64().unwrap() >= *min,
-            "{actor}: acknowledged {min}, found {body}"
-        );
+        let value = hits(&client, process, actor).await;
+        assert!(value >= *min, "{actor}: acknowledged {min}, found {value}");
     }
     for ((actor, key), value) in &acked.puts {
         let got = client
@@ -169,19 +159,8 @@ async fn sigterm_in_buffered_mode_loses_nothing() {
     let restarted = Process::start(dir.path(), &[]);
     assert_eq!(verify(&restarted, &acked).await, 205);
     for (actor, value) in &acked.counters {
-        let body: serde_json::Value = client
-            .get(restarted.actor(actor, "/counters/hits"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(
-            body["value"].as_i64(),
-            Some(*value),
-            "exact, not just at least"
-        );
+        let stored = hits(&client, &restarted, actor).await;
+        assert_eq!(stored, *value, "{actor}: exact, not just at least");
     }
 }
 
