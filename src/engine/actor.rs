@@ -441,6 +441,16 @@ impl Actor {
     /// Before the file is deleted or replaced: a durable record that the
     /// journal's records of this actor no longer apply.
     fn forget_journaled(&mut self) -> Result<(), EngineError> {
+        // The settle before this wrote the counters without an fsync (see
+        // `flush`): sync them first, or a power cut after the `Forget`
+        // would leave the actor, not deleted after all, without them.
+        let mut wal = self.file.clone().into_os_string();
+        wal.push("-wal");
+        match std::fs::File::open(&wal) {
+            Ok(file) => file.sync_all()?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
+        }
         self.inner.journal.append_and_sync(&Entry::Forget {
             actor: self.id.to_string(),
         })?;

@@ -180,6 +180,31 @@ mod tests {
     }
 
     #[test]
+    fn an_imported_file_claims_no_position_in_this_journal() {
+        let (from_dir, to_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = ActorId::parse("moving").unwrap();
+        let copy = {
+            let from = open(&from_dir, 600_000);
+            for _ in 0..50 {
+                add(&from, &id, 1);
+            }
+            block_on(from.export(&id)).unwrap()
+        };
+        let position = |engine: &Engine| {
+            let request: SqlRequest = serde_json::from_value(serde_json::json!(
+                {"sql": "SELECT value FROM _roost_meta WHERE key = 'journal_lsn'"}
+            ))
+            .unwrap();
+            let response = block_on(engine.sql(&id, request, None)).unwrap();
+            serde_json::to_value(&response.results[0].rows[0][0]).unwrap()
+        };
+        let to = open(&to_dir, 600_000);
+        block_on(to.import(&id, copy, None)).unwrap();
+        assert_eq!(position(&to), serde_json::json!(0));
+        assert_eq!(add(&to, &id, 1), 51);
+    }
+
+    #[test]
     fn reads_wait_for_the_increments_they_see_to_be_synced() {
         let dir = tempfile::tempdir().unwrap();
         let engine = open(&dir, 600_000);

@@ -558,6 +558,12 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(engine.open_actors(), 0, "never closed once idle");
+        // The slot goes first; the actor's thread retires the limiter as
+        // it closes, a moment later.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_live(&engine, "k") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(!is_live(&engine, "k"));
     }
 

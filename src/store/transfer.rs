@@ -67,6 +67,11 @@ pub fn prepare_import(
         })?;
     }
     check_reserved_rows(&mut db)?;
+    // A journal position is another machine's (or an older run's) count:
+    // here this file holds none of this journal's records. Left as it
+    // was, it could mark new increments as already written, and recovery
+    // would skip them.
+    db.set_journal_lsn(0)?;
     // Leave one self-contained file: no WAL beside it when it is renamed.
     db.pragma("PRAGMA wal_checkpoint(TRUNCATE)")?;
     db.pragma("PRAGMA journal_mode = DELETE")?;
