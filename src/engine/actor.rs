@@ -23,6 +23,7 @@
 
 use super::events::{Change, HubCache};
 use super::ops::{Op, OpOutput};
+use super::outbox::Outbox;
 use super::Inner;
 use crate::actor_id::ActorId;
 use crate::config::Durability;
@@ -112,6 +113,8 @@ pub(crate) struct Actor {
     /// The journal LSN of this actor's first increment its file lacks:
     /// the journal keeps everything from there on.
     journal_hold: Option<u64>,
+    /// Change events waiting for the journal to sync what they report.
+    outbox: Outbox,
     /// The LSN of this actor's last journaled increment: reads of its
     /// counters are answered once the journal has synced it.
     last_lsn: u64,
@@ -133,6 +136,7 @@ impl Actor {
             hub: HubCache::default(),
             flush_requested: false,
             journal_hold: None,
+            outbox: Outbox::default(),
             last_lsn: 0,
         }
     }
@@ -384,12 +388,11 @@ impl Actor {
         let result = match &op {
             Op::CounterAdd { name, by } if self.counters.adds_in_memory(name, *by) => {
                 // Journaled first: nothing is applied that is not recorded.
-                let entry = Entry::CounterAdd {
-                    actor: self.id.to_string(),
-                    name: name.clone(),
-                    by: *by,
-                };
-                let lsn = match self.inner.journal.append(&entry) {
+                let appended = self
+                    .inner
+                    .journal
+                    .append_counter_add(self.id.as_str(), name, *by);
+                let lsn = match appended {
                     Ok(lsn) => lsn,
                     Err(err) => return Ok(Outcome::Now(Err(err))),
                 };
@@ -415,16 +418,15 @@ impl Actor {
             _ => Ok(current),
         }
         .map(OpOutput::Counter);
-        if let Ok(output) = &result {
-            if op.writes() {
-                self.emit(&op, output);
-            }
-        }
         self.release_hold_if_clean();
         // A value read from rows this batch has not committed waits for
-        // the commit; anything else for the journal to hold what it saw.
+        // the commit (which publishes its change); anything else for the
+        // journal to hold what it saw.
         if self.counters.has_uncommitted() {
             return Ok(Outcome::AfterCommit(op, result));
+        }
+        if let (Ok(output), true) = (&result, op.writes()) {
+            self.emit_after(&op, output, Some(self.last_lsn));
         }
         Ok(Outcome::AfterSync(self.last_lsn, result))
     }
@@ -457,6 +459,9 @@ impl Actor {
         if let Some(lsn) = self.journal_hold.take() {
             self.inner.journal.release(lsn);
         }
+        self.inner
+            .stranded
+            .forget(&self.inner.journal, self.id.as_str());
         Ok(())
     }
 
@@ -514,7 +519,7 @@ impl Actor {
         };
         let limits = &self.inner.config.limits;
         let watchdog = &self.inner.watchdog;
-        let db = ActorDb::open_known(
+        let mut db = ActorDb::open_known(
             &location,
             exists,
             self.id.as_str(),
@@ -522,6 +527,10 @@ impl Actor {
             limits,
             |conn| watchdog.slot(conn),
         )?;
+        if let Some(db) = db.as_mut() {
+            let journal = &self.inner.journal;
+            self.inner.stranded.restore(journal, self.id.as_str(), db)?;
+        }
         self.pinned
             .store(matches!(location, Location::Memory), Ordering::Release);
         self.counters.clear();
@@ -701,6 +710,13 @@ impl Actor {
 
     /// Publishes the change an acknowledged op made, if anyone listens.
     fn emit(&mut self, op: &Op, output: &OpOutput) {
+        self.emit_after(op, output, None);
+    }
+
+    /// [`Actor::emit`], once the journal has synced `journaled` (the LSN
+    /// of the op's own record, if any) and every earlier gated event.
+    fn emit_after(&mut self, op: &Op, output: &OpOutput, journaled: Option<u64>) {
+        let durable = self.durability() == Durability::Durable;
         let Some(hub) = self.hub.get(&self.inner.events, &self.id) else {
             return;
         };
@@ -718,7 +734,12 @@ impl Actor {
             },
             _ => return,
         };
-        hub.publish_change(&change);
+        if durable {
+            let journal = &self.inner.journal;
+            self.outbox.publish(journal, hub, change, journaled);
+        } else {
+            hub.publish_change(&change);
+        }
     }
 
     /// Buffered mode: commit the open transaction (one fsync).
@@ -743,6 +764,7 @@ impl Actor {
     /// Closes the database after [`Actor::flush`] could not make its
     /// commits synced again; the next op reopens it (synced, the default).
     fn abandon_after_flush(&mut self) {
+        self.strand_journaled();
         self.counters.clear();
         self.limiter.clear();
         if let Some(db) = self.db.take() {
@@ -763,6 +785,8 @@ impl Actor {
             }
             .and_then(|()| self.limiter.write(db))
             .and_then(|()| self.counters.write(db));
+            #[cfg(test)]
+            let written = written.and_then(|()| super::recovery::failing::check(self.id.as_str()));
             if let Err(err) = written {
                 tracing::error!(actor = %self.id, error = %err, "writing rate-limit or counter state failed; retrying on the next interval");
                 if !db.in_transaction() {
@@ -960,7 +984,20 @@ impl Actor {
     /// Drops the connection without flushing or answering anything: after a
     /// panic, when nothing else about the actor can be trusted.
     pub(super) fn abandon(&mut self) {
+        self.strand_journaled();
         self.db = None;
+    }
+
+    /// Closing with journaled increments the file lacks (its flush failed):
+    /// the journal keeps them for the next open (see `recovery`).
+    fn strand_journaled(&mut self) {
+        if self.counters.is_journaled() && !self.counters.is_clean() {
+            if let Some(lsn) = self.journal_hold.take() {
+                tracing::error!(actor = %self.id, "closing with journaled counters its file lacks; they are written when it opens");
+                let journal = &self.inner.journal;
+                self.inner.stranded.add(journal, self.id.as_str(), lsn);
+            }
+        }
     }
 
     pub(super) fn close(&mut self) {
@@ -969,10 +1006,7 @@ impl Actor {
         if self.durability() == Durability::Buffered && self.unwritten() > 0 {
             tracing::error!(actor = %self.id, writes = self.unwritten(), "closing with unflushed buffered writes");
         }
-        if self.counters.is_journaled() && !self.counters.is_clean() {
-            // The journal keeps them (the hold stays) for the next start.
-            tracing::error!(actor = %self.id, "closing with journaled counters its file lacks");
-        }
+        self.strand_journaled();
         self.release_hold_if_clean();
         self.limiter.clear();
         self.counters.clear();
@@ -1131,6 +1165,70 @@ mod tests {
             counter_in_sql(&engine, &id, "n"),
             Value::Integer(i64::MAX - 2)
         );
+    }
+
+    /// The values of the counter changes received so far, and the other
+    /// changes' types.
+    fn received(live: &mut tokio::sync::broadcast::Receiver<Frame>) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Ok(frame) = live.try_recv() {
+            if let Frame::Change { json, .. } = frame {
+                let event: serde_json::Value = serde_json::from_str(&json).unwrap();
+                seen.push(match event["type"].as_str() {
+                    Some("counter") => event["value"].to_string(),
+                    other => format!("{other:?}"),
+                });
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn durable_counter_changes_wait_for_the_journal_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(EngineConfig {
+            data_dir: dir.path().to_owned(),
+            durability: Durability::Durable,
+            flush_interval_ms: 600_000,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let engine = std::sync::Arc::new(engine);
+        let id = ActorId::parse("gated").unwrap();
+        let mut live = engine.events().hub(&id).subscribe();
+        // 2, not 1: the stored value's record then has room for the next
+        // values, so the adds below stay in memory and go to the journal.
+        block_on(engine.counter_add(&id, "n".into(), 2, None)).unwrap();
+        assert_eq!(received(&mut live), ["2"], "one event per increment");
+        let paused = engine.inner.journal.pause();
+        let adders: Vec<_> = (0..3)
+            .map(|_| {
+                let (engine, id) = (engine.clone(), id.clone());
+                std::thread::spawn(move || block_on(engine.counter_add(&id, "n".into(), 1, None)))
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while engine.inner.journal.unsynced() < 3 {
+            assert!(std::time::Instant::now() < deadline, "not journaled");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // A committed KV write queues behind the increments before it.
+        let precondition = crate::store::kv::Precondition::None;
+        block_on(engine.kv_put(&id, "k".into(), b"v".to_vec(), precondition, None)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            received(&mut live),
+            Vec::<String>::new(),
+            "nothing before the sync"
+        );
+        drop(paused);
+        for adder in adders {
+            adder.join().unwrap().unwrap();
+        }
+        let seen = received(&mut live);
+        assert_eq!(seen[..3], ["3", "4", "5"]);
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_ne!(seen[3], "5");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod caller;
 pub mod events;
 mod flusher;
 pub mod ops;
+mod outbox;
 mod recovery;
 mod runner;
 mod threads;
@@ -51,6 +52,8 @@ pub(crate) struct Inner {
     pub watchdog: Watchdog,
     /// Durable actors' counter increments (see `store::journal`).
     pub journal: crate::store::journal::Journal,
+    /// Actors whose files lack journaled increments while closed.
+    pub stranded: recovery::Stranded,
     pub events: events::Events,
     /// The limiter actors' IDs, worked out once.
     pub limiter_ids: Vec<ActorId>,
@@ -226,7 +229,7 @@ impl Engine {
             .filter_map(|(id, to)| Some((ActorId::parse(&id).ok()?, to)))
             .collect();
         let watchdog = Watchdog::start()?;
-        let journal = recovery::open_journal(&config, &watchdog)?;
+        let (journal, stranded) = recovery::open_journal(&config, &watchdog)?;
         let limiter_ids = (0..config.ratelimit_shards as usize)
             .map(crate::limiter::shard_id)
             .collect();
@@ -236,6 +239,7 @@ impl Engine {
             catalog,
             watchdog,
             journal,
+            stranded,
             events: events::Events::default(),
             limiter_ids,
             limiters: Default::default(),

@@ -108,6 +108,9 @@ struct Shared {
     /// First unwritten LSN of each actor still holding records (a count
     /// per LSN): segments past the smallest must stay.
     holds: Mutex<BTreeMap<u64, usize>>,
+    /// Held by a test to stop the writer before its next write.
+    #[cfg(test)]
+    paused: Mutex<()>,
 }
 
 struct State {
@@ -156,28 +159,29 @@ pub fn recover(dir: &Path) -> Result<Recovered, EngineError> {
 
 impl Journal {
     /// Starts a fresh segment at `next_lsn` and drops the old ones (the
-    /// caller has applied what [`recover`] returned), except those from
-    /// `keep_from` on (records that could not be applied: they stay until
-    /// a later start), then starts the writer.
-    pub fn start(
-        dir: &Path,
-        next_lsn: u64,
-        keep_from: Option<u64>,
-    ) -> Result<Journal, EngineError> {
-        Self::start_sized(dir, next_lsn, keep_from, SIZES)
+    /// caller has applied what [`recover`] returned), except those needed
+    /// by `holds` (the first LSN of each actor whose records could not be
+    /// applied: held as by [`Journal::hold`]), then starts the writer.
+    pub fn start(dir: &Path, next_lsn: u64, holds: &[u64]) -> Result<Journal, EngineError> {
+        Self::start_sized(dir, next_lsn, holds, SIZES)
     }
 
     fn start_sized(
         dir: &Path,
         next_lsn: u64,
-        keep_from: Option<u64>,
+        holds: &[u64],
         sizes: Sizes,
     ) -> Result<Journal, EngineError> {
         std::fs::create_dir_all(dir)?;
         // Half made when the last run stopped.
         let _ = std::fs::remove_file(dir.join(PREPARED));
         let file = new_segment(dir, next_lsn)?;
-        remove_segments_before(dir, keep_from.unwrap_or(next_lsn).min(next_lsn))?;
+        let keep_from = holds.iter().copied().fold(next_lsn, u64::min);
+        remove_segments_before(dir, keep_from)?;
+        let mut held = BTreeMap::new();
+        for lsn in holds {
+            *held.entry(*lsn).or_default() += 1;
+        }
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             sizes,
@@ -190,7 +194,9 @@ impl Journal {
             }),
             work: Condvar::new(),
             synced: AtomicU64::new(next_lsn - 1),
-            holds: Mutex::new(keep_from.map(|lsn| (lsn, 1)).into_iter().collect()),
+            holds: Mutex::new(held),
+            #[cfg(test)]
+            paused: Mutex::new(()),
         });
         let writer = {
             let shared = shared.clone();
@@ -207,6 +213,16 @@ impl Journal {
     /// Appends `entry`; returns its LSN. It is on disk once [`Journal::wait`]
     /// says so.
     pub fn append(&self, entry: &Entry) -> Result<u64, EngineError> {
+        self.append_with(|buf, lsn| encode(buf, lsn, entry))
+    }
+
+    /// [`Journal::append`] of a counter increment, from borrowed parts (the
+    /// hot path: no copies of the ID and name).
+    pub fn append_counter_add(&self, actor: &str, name: &str, by: i64) -> Result<u64, EngineError> {
+        self.append_with(|buf, lsn| encode_counter_add(buf, lsn, actor, name, by))
+    }
+
+    fn append_with(&self, encode: impl FnOnce(&mut Vec<u8>, u64)) -> Result<u64, EngineError> {
         let mut state = self.shared.state.lock();
         if let Some(failed) = &state.failed {
             return Err(EngineError::Io(failed.clone()));
@@ -217,7 +233,7 @@ impl Journal {
         let lsn = state.next_lsn;
         state.next_lsn += 1;
         let was_empty = state.buf.is_empty();
-        encode(&mut state.buf, lsn, entry);
+        encode(&mut state.buf, lsn);
         drop(state);
         if was_empty {
             self.shared.work.notify_one();
@@ -253,6 +269,11 @@ impl Journal {
     /// Appends `entry` and waits on this thread until it is on disk.
     pub fn append_and_sync(&self, entry: &Entry) -> Result<(), EngineError> {
         let lsn = self.append(entry)?;
+        self.wait_here(lsn)
+    }
+
+    /// Waits on this thread until every record up to `lsn` is on disk.
+    fn wait_here(&self, lsn: u64) -> Result<(), EngineError> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.wait(
             lsn,
@@ -272,6 +293,48 @@ impl Journal {
         })
         .unwrap();
         lsn
+    }
+
+    /// The records of `actor` still in force (past its last `Forget`), as
+    /// on disk once everything appended so far is synced: for an actor
+    /// reopened while its file lacks some of them.
+    pub fn read_back(&self, actor: &str) -> Result<Vec<Record>, EngineError> {
+        let appended = self.shared.state.lock().next_lsn - 1;
+        self.wait_here(appended)?;
+        let mut records = Vec::new();
+        for (_, path) in segments(&self.shared.dir)? {
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                // Trimmed meanwhile: it held none of a held actor's records.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err.into()),
+            };
+            // The writer may be appending past `appended`: a torn tail
+            // there is expected, and only records up to `appended` count.
+            for record in decode_all(&bytes).0 {
+                if record.lsn > appended || record.entry.actor() != actor {
+                    continue;
+                }
+                match record.entry {
+                    Entry::Forget { .. } => records.clear(),
+                    Entry::CounterAdd { .. } => records.push(record),
+                }
+            }
+        }
+        records.sort_by_key(|r| r.lsn);
+        Ok(records)
+    }
+
+    /// Records appended and not yet synced.
+    #[cfg(test)]
+    pub fn unsynced(&self) -> u64 {
+        self.shared.state.lock().next_lsn - 1 - self.synced()
+    }
+
+    /// Stops the writer before its next write until the guard drops.
+    #[cfg(test)]
+    pub fn pause(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.shared.paused.lock()
     }
 
     /// An actor holds unwritten records from `lsn` on: keep them.
@@ -334,8 +397,12 @@ impl Shared {
             if segment.must_rotate(batch.len() as u64, next.as_ref()) {
                 self.rotate_into(&mut segment, &mut next, last_written + 1);
             }
+            #[cfg(test)]
+            let paused = self.paused.lock();
             let started = std::time::Instant::now();
             let result = segment.write(&batch);
+            #[cfg(test)]
+            drop(paused);
             metrics::histogram!(telemetry::JOURNAL_SYNC_DURATION)
                 .record(started.elapsed().as_secs_f64());
             if result.is_ok() {
@@ -480,24 +547,22 @@ impl Segment {
     /// next (a preallocated one), so later records never follow a torn
     /// one; a failed sync cannot be undone and fails the journal.
     fn write(&mut self, batch: &[u8]) -> Result<(), (EngineError, bool)> {
-        let written = self.file.write_all_at(batch, self.len);
-        let synced = match written {
-            Ok(()) if self.preallocated => Ok(()),
-            Ok(()) => self.file.sync_data().map_err(|err| (err, true)),
-            Err(err) if self.preallocated => Err((err, true)),
-            Err(err) => Err((err, false)),
-        };
-        match synced {
+        let result = self.file.write_all_at(batch, self.len).map_err(|err| {
+            // With O_DSYNC a failed write may have been a failed sync; a
+            // growing segment's torn write is cut off, or it is fatal too.
+            let fatal = self.preallocated || self.file.set_len(self.len).is_err();
+            (err, fatal)
+        });
+        let result = result.and_then(|()| match self.preallocated {
+            true => Ok(()),
+            false => self.file.sync_data().map_err(|err| (err, true)),
+        });
+        match result {
             Ok(()) => {
                 self.len += batch.len() as u64;
                 Ok(())
             }
-            // With O_DSYNC a failed write may have been a failed sync.
-            Err((err, true)) if self.preallocated => Err((EngineError::from(err), true)),
-            Err((err, sync_failed)) => {
-                let cut = !sync_failed && self.file.set_len(self.len).is_ok();
-                Err((EngineError::from(err), !cut))
-            }
+            Err((err, fatal)) => Err((err.into(), fatal)),
         }
     }
 
@@ -665,25 +730,32 @@ fn sync_file_system(dir: &Path) -> Result<(), EngineError> {
 }
 
 fn encode(buf: &mut Vec<u8>, lsn: u64, entry: &Entry) {
+    match entry {
+        Entry::CounterAdd { actor, name, by } => encode_counter_add(buf, lsn, actor, name, *by),
+        Entry::Forget { actor } => framed(buf, lsn, KIND_FORGET, |buf| push_str(buf, actor)),
+    }
+}
+
+fn encode_counter_add(buf: &mut Vec<u8>, lsn: u64, actor: &str, name: &str, by: i64) {
+    framed(buf, lsn, KIND_COUNTER_ADD, |buf| {
+        push_str(buf, actor);
+        push_str(buf, name);
+        buf.extend_from_slice(&by.to_le_bytes());
+    })
+}
+
+fn push_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Appends one record: its header, then `lsn`, `kind` and what `body` adds.
+fn framed(buf: &mut Vec<u8>, lsn: u64, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
     buf.extend_from_slice(&[0; 8]);
     buf.extend_from_slice(&lsn.to_le_bytes());
-    let push_str = |buf: &mut Vec<u8>, s: &str| {
-        buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        buf.extend_from_slice(s.as_bytes());
-    };
-    match entry {
-        Entry::CounterAdd { actor, name, by } => {
-            buf.push(KIND_COUNTER_ADD);
-            push_str(buf, actor);
-            push_str(buf, name);
-            buf.extend_from_slice(&by.to_le_bytes());
-        }
-        Entry::Forget { actor } => {
-            buf.push(KIND_FORGET);
-            push_str(buf, actor);
-        }
-    }
+    buf.push(kind);
+    body(buf);
     let body_len = (buf.len() - start - 8) as u32;
     let crc = crc32fast::hash(&buf[start + 8..]);
     buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
@@ -763,7 +835,7 @@ mod tests {
         let path = dir.path().join("journal");
         let recovered = recover(&path).unwrap();
         assert!(recovered.records.is_empty());
-        let journal = Journal::start(&path, recovered.next_lsn, None).unwrap();
+        let journal = Journal::start(&path, recovered.next_lsn, &[]).unwrap();
         let first = journal.append(&add("a", "n", 1)).unwrap();
         journal.append_and_sync(&add("b", "m", -5)).unwrap();
         assert!(journal.synced() > first);
@@ -787,10 +859,33 @@ mod tests {
     }
 
     #[test]
+    fn a_running_journal_reads_back_one_actors_records_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journal = Journal::start(&path, 1, &[]).unwrap();
+        journal.append_counter_add("a", "n", 1).unwrap();
+        journal
+            .append(&Entry::Forget { actor: "a".into() })
+            .unwrap();
+        let kept = journal.append_counter_add("a", "n", 2).unwrap();
+        journal.append_counter_add("b", "n", 3).unwrap();
+        // Not synced yet: read back waits for them.
+        let records = journal.read_back("a").unwrap();
+        assert_eq!(
+            records,
+            vec![Record {
+                lsn: kept,
+                entry: add("a", "n", 2)
+            }]
+        );
+        assert_eq!(journal.read_back("c").unwrap(), vec![]);
+    }
+
+    #[test]
     fn a_forget_voids_only_its_actors_earlier_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let journal = Journal::start(&path, 1, None).unwrap();
+        let journal = Journal::start(&path, 1, &[]).unwrap();
         journal.append(&add("a", "n", 1)).unwrap();
         journal.append(&add("b", "n", 2)).unwrap();
         journal
@@ -811,7 +906,7 @@ mod tests {
     fn a_torn_tail_keeps_the_records_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let journal = Journal::start(&path, 1, None).unwrap();
+        let journal = Journal::start(&path, 1, &[]).unwrap();
         journal.append_and_sync(&add("a", "n", 1)).unwrap();
         journal.append_and_sync(&add("a", "n", 2)).unwrap();
         std::mem::forget(journal);
@@ -828,7 +923,7 @@ mod tests {
     fn numbering_continues_across_clean_restarts_with_an_empty_journal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let journal = Journal::start(&path, 1, None).unwrap();
+        let journal = Journal::start(&path, 1, &[]).unwrap();
         for _ in 0..10 {
             journal.append(&add("a", "n", 1)).unwrap();
         }
@@ -845,7 +940,7 @@ mod tests {
     fn held_records_survive_a_clean_close() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let journal = Journal::start(&path, 1, None).unwrap();
+        let journal = Journal::start(&path, 1, &[]).unwrap();
         let lsn = journal.append(&add("a", "n", 1)).unwrap();
         journal.hold(lsn);
         journal.close();
@@ -878,7 +973,7 @@ mod tests {
             segment: 64 << 10,
             prepare_after: 4 << 10,
         };
-        let journal = Journal::start_sized(&path, 1, None, sizes).unwrap();
+        let journal = Journal::start_sized(&path, 1, &[], sizes).unwrap();
         let mut expected = Vec::new();
         let mut held = None;
         for i in 0..4000i64 {
