@@ -637,6 +637,19 @@ impl Engine {
         self.inner.registry.lock().open.len()
     }
 
+    /// Why the engine cannot take durable writes, if it cannot (for
+    /// readiness checks): its journal failed a sync (only a restart brings
+    /// it back), or the data dir refuses new files.
+    pub fn unready_reason(&self) -> Option<String> {
+        if let Some(failed) = self.inner.journal.failure() {
+            return Some(format!("{failed}; restart the process"));
+        }
+        if !self.data_dir_writable() {
+            return Some("data dir is not writable".into());
+        }
+        None
+    }
+
     /// Whether the data dir accepts writes (for readiness checks).
     pub fn data_dir_writable(&self) -> bool {
         let probe = self.inner.config.data_dir.join(".ready-probe");

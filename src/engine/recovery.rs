@@ -313,6 +313,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_journal_makes_the_engine_unready_and_refuses_durable_increments() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(&dir, 600_000);
+        let id = ActorId::parse("after-a-failed-sync").unwrap();
+        add(&engine, &id, 2);
+        add(&engine, &id, 1);
+        assert_eq!(engine.unready_reason(), None);
+        engine
+            .inner
+            .journal
+            .fail("the journal could not be synced: EIO");
+        let reason = engine.unready_reason().unwrap();
+        assert!(reason.contains("could not be synced"), "{reason}");
+        let refused = block_on(engine.counter_add(&id, "n".into(), 1, None));
+        assert!(
+            matches!(refused, Err(crate::EngineError::Io(_))),
+            "{refused:?}"
+        );
+        // What was acknowledged before stays readable.
+        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 3);
+    }
+
+    #[test]
     fn sql_and_exports_see_increments_still_only_in_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         // No flush during the test: the file lacks the increments.

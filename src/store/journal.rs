@@ -325,6 +325,18 @@ impl Journal {
         Ok(records)
     }
 
+    /// Why the journal takes no more records: a sync failed, and nothing
+    /// more is promised until the engine restarts.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.state.lock().failed.clone()
+    }
+
+    /// Fails the journal as a failed sync would.
+    #[cfg(test)]
+    pub fn fail(&self, why: &str) {
+        self.shared.state.lock().failed = Some(why.into());
+    }
+
     /// Records appended and not yet synced.
     #[cfg(test)]
     pub fn unsynced(&self) -> u64 {

@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers), `/readyz` (it can serve: the data dir
-//! takes writes), and the problem answer for unknown routes.
+//! takes writes and the journal has not failed a sync), and the problem
+//! answer for unknown routes.
 
 use crate::http::problem::ApiError;
 use crate::http::AppState;
@@ -15,7 +16,7 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the data dir takes writes. No auth.
+/// Readiness: the data dir takes writes and the journal works. No auth.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -24,16 +25,15 @@ pub async fn live() -> Json<Value> {
 )]
 pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let engine = state.engine.clone();
-    let writable = tokio::task::spawn_blocking(move || engine.data_dir_writable())
+    let unready = tokio::task::spawn_blocking(move || engine.unready_reason())
         .await
-        .unwrap_or(false);
-    if writable {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (
+        .unwrap_or_else(|_| Some("the readiness probe failed".into()));
+    match unready {
+        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": "data dir is not writable"})),
-        )
+            Json(json!({"status": "unavailable", "reason": reason})),
+        ),
     }
 }
 
