@@ -29,29 +29,6 @@ pub fn use_system_heap_on_this_thread() {
     SYSTEM_HEAP.with(|flag| flag.set(true));
 }
 
-/// Lets the system allocator keep freed memory instead of handing it back
-/// to the kernel at once. Actors open and close all the time, each opening
-/// allocating SQLite's caches anew; with glibc's defaults the heap shrank
-/// after closes and grew again at the next opens, and every regrown page
-/// was a page fault and a page cleared by the kernel: a cold open spent
-/// about half its time there (measured at 200,000 actors, 2026-12-05:
-/// p50 265 → 111 µs, p99 428 → 258 µs with the heap kept). A heap keeps at
-/// most [`TRIM_THRESHOLD`] free at its top, and grows [`TOP_PAD`] ahead.
-pub fn keep_system_heap_warm() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets glibc allocator parameters; called before
-    // any actor allocates.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-        libc::mallopt(libc::M_TOP_PAD, TOP_PAD);
-    }
-}
-
-/// Free bytes a system heap keeps at its top before trimming.
-const TRIM_THRESHOLD: libc::c_int = 64 << 20;
-/// Bytes a system heap grows by beyond what an allocation needs.
-const TOP_PAD: libc::c_int = 16 << 20;
-
 fn on_system_heap() -> bool {
     SYSTEM_HEAP.with(Cell::get)
 }

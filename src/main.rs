@@ -11,7 +11,6 @@ static ALLOCATOR: roost::alloc::RoostAlloc = roost::alloc::RoostAlloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    roost::alloc::keep_system_heap_warm();
     match Cli::parse().command {
         Command::Serve(args) => roost::server::run(*args).await,
         Command::Dev(args) => roost::dev::run(args).await,
