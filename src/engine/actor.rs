@@ -376,7 +376,7 @@ impl Actor {
         };
         if !self.counters.is_journaled() {
             match db.journal_lsn() {
-                Ok(lsn) => self.counters.journaled(lsn),
+                Ok(lsn) => self.counters.journaled(lsn, self.inner.journal.sync_gate()),
                 Err(err) => return Ok(Outcome::Now(Err(err))),
             }
         }

@@ -230,6 +230,7 @@ mod tests {
     use crate::store::sql::SqlRequest;
     use crate::{ActorId, Durability, Engine, EngineConfig};
     use futures::executor::block_on;
+    use std::time::Duration;
 
     fn open(dir: &tempfile::TempDir, flush_interval_ms: u64) -> Engine {
         Engine::open(EngineConfig {
@@ -333,6 +334,35 @@ mod tests {
         );
         // What was acknowledged before stays readable.
         assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_refused_increment_never_reaches_the_actor_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ActorId::parse("refused").unwrap();
+        {
+            let engine = open(&dir, 600_000);
+            assert_eq!(add(&engine, &id, 5), 5);
+            engine.inner.journal.fail_next_write();
+            let refused = block_on(engine.counter_add(&id, "n".into(), 3, None));
+            assert!(
+                matches!(refused, Err(crate::EngineError::Io(_))),
+                "{refused:?}"
+            );
+            // The cache holds 8, but nothing that includes the refused
+            // increment is served.
+            let read = block_on(engine.counter_get(&id, "n".into()));
+            assert!(matches!(read, Err(crate::EngineError::Io(_))), "{read:?}");
+            // Closing cannot flush the cache: the actor is stranded.
+            assert!(engine.shutdown(Duration::from_secs(10)));
+        }
+        // The restart replays what was synced: the refusal meant "not applied".
+        let engine = open(&dir, 600_000);
+        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 5);
+        assert_eq!(add(&engine, &id, 1), 6);
+        assert!(engine.shutdown(Duration::from_secs(10)));
+        let engine = open(&dir, 600_000);
+        assert_eq!(block_on(engine.counter_get(&id, "n".into())).unwrap(), 6);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! (`_roost_meta.journal_lsn`) in the same transaction, so recovery
 //! re-applies exactly the records the table does not hold yet.
 
+use super::journal::SyncGate;
 use super::{as_i64, ActorDb};
 use crate::error::EngineError;
 use libsql::Value;
@@ -106,9 +107,14 @@ pub struct CounterCache {
     uncommitted: bool,
     /// The table lost writes the entries still hold: write them all.
     rewrite_all: bool,
-    /// Journaled (durable) cache: the last journal LSN folded into the
-    /// values, written with them.
-    journal: Option<u64>,
+    /// Journaled (durable) cache: where its records are.
+    journal: Option<Journaled>,
+}
+
+struct Journaled {
+    /// The last journal LSN folded into the values, written with them.
+    lsn: u64,
+    synced: SyncGate,
 }
 
 /// Where a journaled add went.
@@ -151,8 +157,8 @@ impl CounterCache {
 
     /// Makes this a journaled cache (see the module docs) whose values
     /// cover the journal up to `lsn`.
-    pub fn journaled(&mut self, lsn: u64) {
-        self.journal = Some(lsn);
+    pub fn journaled(&mut self, lsn: u64, synced: SyncGate) {
+        self.journal = Some(Journaled { lsn, synced });
     }
 
     /// A journaled add: `Added::InMemory` when it only changed the map (the
@@ -189,8 +195,9 @@ impl CounterCache {
                     entry.stored = Some(value);
                 }
             }
+            let position = self.synced_position()?;
             self.write_rows(db)?;
-            if let Some(lsn) = self.journal {
+            if let Some(lsn) = position {
                 db.set_journal_lsn(lsn)?;
             }
             if own {
@@ -254,8 +261,8 @@ impl CounterCache {
 
     /// The journal record of the last add has LSN `lsn`.
     pub fn folded(&mut self, lsn: u64) {
-        if let Some(position) = &mut self.journal {
-            *position = (*position).max(lsn);
+        if let Some(journal) = &mut self.journal {
+            journal.lsn = journal.lsn.max(lsn);
         }
     }
 
@@ -271,7 +278,7 @@ impl CounterCache {
         if self.dirty == 0 && !self.rewrite_all {
             return Ok(());
         }
-        let Some(lsn) = self.journal else {
+        let Some(lsn) = self.synced_position()? else {
             self.uncommitted |= db.in_transaction();
             return self.write_rows(db);
         };
@@ -290,6 +297,16 @@ impl CounterCache {
             self.rewrite_all = true;
         }
         written
+    }
+
+    /// The journal position a journaled cache's values cover, once the
+    /// journal has synced it: an actor file never takes an increment that
+    /// could still be refused. `None` for a cache that is not journaled.
+    fn synced_position(&self) -> Result<Option<u64>, EngineError> {
+        match &self.journal {
+            Some(journal) => journal.synced.wait(journal.lsn).map(|()| Some(journal.lsn)),
+            None => Ok(None),
+        }
     }
 
     fn write_rows(&mut self, db: &mut ActorDb) -> Result<(), EngineError> {

@@ -111,6 +111,9 @@ struct Shared {
     /// Held by a test to stop the writer before its next write.
     #[cfg(test)]
     paused: Mutex<()>,
+    /// Set by a test: the next batch fails as a failed write would.
+    #[cfg(test)]
+    fail_next_write: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -197,6 +200,8 @@ impl Journal {
             holds: Mutex::new(held),
             #[cfg(test)]
             paused: Mutex::new(()),
+            #[cfg(test)]
+            fail_next_write: Default::default(),
         });
         let writer = {
             let shared = shared.clone();
@@ -243,46 +248,24 @@ impl Journal {
 
     /// The highest LSN on disk.
     pub fn synced(&self) -> u64 {
-        self.shared.synced.load(Ordering::Acquire)
+        self.shared.synced()
     }
 
     /// Calls `waiter` once every record up to `lsn` is on disk (at once if
     /// it is), or with the error that kept it off.
     pub fn wait(&self, lsn: u64, waiter: Waiter) {
-        if self.synced() >= lsn {
-            return waiter(Ok(()));
-        }
-        let mut state = self.shared.state.lock();
-        // The writer publishes `synced` under this lock: no lost wake-up.
-        if self.synced() >= lsn {
-            drop(state);
-            return waiter(Ok(()));
-        }
-        if let Some(failed) = &state.failed {
-            let err = EngineError::Io(failed.clone());
-            drop(state);
-            return waiter(Err(err));
-        }
-        state.waiters.push((lsn, waiter));
+        self.shared.wait(lsn, waiter)
+    }
+
+    /// What an actor's journaled counter cache keeps of the journal.
+    pub fn sync_gate(&self) -> SyncGate {
+        SyncGate(self.shared.clone())
     }
 
     /// Appends `entry` and waits on this thread until it is on disk.
     pub fn append_and_sync(&self, entry: &Entry) -> Result<(), EngineError> {
         let lsn = self.append(entry)?;
-        self.wait_here(lsn)
-    }
-
-    /// Waits on this thread until every record up to `lsn` is on disk.
-    fn wait_here(&self, lsn: u64) -> Result<(), EngineError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.wait(
-            lsn,
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-        );
-        rx.recv()
-            .unwrap_or_else(|_| Err(EngineError::Internal("the journal stopped".into())))
+        self.shared.wait_here(lsn)
     }
 
     #[cfg(test)]
@@ -300,7 +283,7 @@ impl Journal {
     /// reopened while its file lacks some of them.
     pub fn read_back(&self, actor: &str) -> Result<Vec<Record>, EngineError> {
         let appended = self.shared.state.lock().next_lsn - 1;
-        self.wait_here(appended)?;
+        self.shared.wait_here(appended)?;
         let mut records = Vec::new();
         for (_, path) in segments(&self.shared.dir)? {
             let bytes = match std::fs::read(&path) {
@@ -343,6 +326,13 @@ impl Journal {
         self.shared.state.lock().next_lsn - 1 - self.synced()
     }
 
+    /// Fails the writer's next batch, written or not, as a failed write
+    /// would (nothing of it reaches the file).
+    #[cfg(test)]
+    pub fn fail_next_write(&self) {
+        self.shared.fail_next_write.store(true, Ordering::Release);
+    }
+
     /// Stops the writer before its next write until the guard drops.
     #[cfg(test)]
     pub fn pause(&self) -> parking_lot::MutexGuard<'_, ()> {
@@ -382,7 +372,59 @@ impl Drop for Journal {
     }
 }
 
+/// Waits until the journal has synced a position: held by an actor's
+/// journaled counter cache, which writes no increment to the actor's file
+/// before its record is synced (see [`Shared::finish`]).
+#[derive(Clone)]
+pub struct SyncGate(Arc<Shared>);
+
+impl SyncGate {
+    /// Returns once every record up to `lsn` is on disk (at once if it
+    /// is), or the error that kept it off.
+    pub fn wait(&self, lsn: u64) -> Result<(), EngineError> {
+        match self.0.synced() >= lsn {
+            true => Ok(()),
+            false => self.0.wait_here(lsn),
+        }
+    }
+}
+
 impl Shared {
+    fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn wait(&self, lsn: u64, waiter: Waiter) {
+        if self.synced() >= lsn {
+            return waiter(Ok(()));
+        }
+        let mut state = self.state.lock();
+        // The writer publishes `synced` under this lock: no lost wake-up.
+        if self.synced() >= lsn {
+            drop(state);
+            return waiter(Ok(()));
+        }
+        if let Some(failed) = &state.failed {
+            let err = EngineError::Io(failed.clone());
+            drop(state);
+            return waiter(Err(err));
+        }
+        state.waiters.push((lsn, waiter));
+    }
+
+    /// Waits on this thread until every record up to `lsn` is on disk.
+    fn wait_here(&self, lsn: u64) -> Result<(), EngineError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.wait(
+            lsn,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(EngineError::Internal("the journal stopped".into())))
+    }
+
     fn write_loop(&self, file: File, base: u64) {
         let mut segment = Segment {
             file,
@@ -412,6 +454,12 @@ impl Shared {
             #[cfg(test)]
             let paused = self.paused.lock();
             let started = std::time::Instant::now();
+            #[cfg(test)]
+            let result = match self.fail_next_write.swap(false, Ordering::AcqRel) {
+                true => Err(std::io::Error::other("injected write failure")),
+                false => segment.write(&batch),
+            };
+            #[cfg(not(test))]
             let result = segment.write(&batch);
             #[cfg(test)]
             drop(paused);
@@ -497,37 +545,38 @@ impl Shared {
     }
 
     /// Answers the waiters of a written batch ending at `last`.
-    fn finish(&self, last: u64, result: Result<(), (EngineError, bool)>) {
+    ///
+    /// A failed write or sync fails the journal until the engine restarts,
+    /// as PostgreSQL panics on a failed WAL write: after a failed `fsync`
+    /// the kernel may have dropped the dirty pages and cleared the error,
+    /// so a later sync could succeed without them, and nothing written
+    /// after them could be trusted. The batch's increments are refused, and no
+    /// actor file ever takes them ([`SyncGate`]): a refusal means "not
+    /// applied", except that records whose write succeeded before a
+    /// failed sync may have reached the disk, and a restart replays them.
+    fn finish(&self, last: u64, result: std::io::Result<()>) {
+        let result = result.map_err(EngineError::from);
         let mut state = self.state.lock();
-        let ready: Vec<(u64, Waiter)>;
-        match &result {
+        let ready: Vec<(u64, Waiter)> = match &result {
             Ok(()) => {
                 self.synced.store(last, Ordering::Release);
                 let (done, waiting) = std::mem::take(&mut state.waiters)
                     .into_iter()
                     .partition(|(lsn, _)| *lsn <= last);
-                ready = done;
                 state.waiters = waiting;
+                done
             }
-            Err((err, fatal)) => {
-                tracing::error!(error = %err, fatal, "journal write failed; the increments in it are not acknowledged");
-                if *fatal {
-                    state.failed = Some(format!("the journal could not be synced: {err}"));
-                    ready = std::mem::take(&mut state.waiters);
-                } else {
-                    let (done, waiting) = std::mem::take(&mut state.waiters)
-                        .into_iter()
-                        .partition(|(lsn, _)| *lsn <= last);
-                    ready = done;
-                    state.waiters = waiting;
-                }
+            Err(err) => {
+                tracing::error!(error = %err, "journal write failed; its increments are refused and durable increments stop until a restart");
+                state.failed = Some(format!("the journal could not be written: {err}"));
+                std::mem::take(&mut state.waiters)
             }
-        }
+        };
         drop(state);
         for (_, waiter) in ready {
             waiter(match &result {
                 Ok(()) => Ok(()),
-                Err((err, _)) => Err(clone_io(err)),
+                Err(err) => Err(clone_io(err)),
             });
         }
     }
@@ -554,28 +603,15 @@ struct Segment {
 }
 
 impl Segment {
-    /// Writes and syncs `batch` after the records already here. A failed
-    /// write is cut off again (a growing segment) or overwritten by the
-    /// next (a preallocated one), so later records never follow a torn
-    /// one; a failed sync cannot be undone and fails the journal.
-    fn write(&mut self, batch: &[u8]) -> Result<(), (EngineError, bool)> {
-        let result = self.file.write_all_at(batch, self.len).map_err(|err| {
-            // With O_DSYNC a failed write may have been a failed sync; a
-            // growing segment's torn write is cut off, or it is fatal too.
-            let fatal = self.preallocated || self.file.set_len(self.len).is_err();
-            (err, fatal)
-        });
-        let result = result.and_then(|()| match self.preallocated {
-            true => Ok(()),
-            false => self.file.sync_data().map_err(|err| (err, true)),
-        });
-        match result {
-            Ok(()) => {
-                self.len += batch.len() as u64;
-                Ok(())
-            }
-            Err((err, fatal)) => Err((err.into(), fatal)),
+    /// Writes and syncs `batch` after the records already here. Any
+    /// failure fails the journal (see [`Shared::finish`]).
+    fn write(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(batch, self.len)?;
+        if !self.preallocated {
+            self.file.sync_data()?;
         }
+        self.len += batch.len() as u64;
+        Ok(())
     }
 
     /// Whether `incoming` bytes should go to a new segment: this one is
