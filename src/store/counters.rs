@@ -309,6 +309,14 @@ impl CounterCache {
         }
     }
 
+    /// Whether a journaled cache's position is synced (so writing the
+    /// values waits for nothing); true for a cache that is not journaled.
+    fn position_synced(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_none_or(|journal| journal.synced.covers(journal.lsn))
+    }
+
     fn write_rows(&mut self, db: &mut ActorDb) -> Result<(), EngineError> {
         for (name, entry) in &mut self.entries {
             let dirty = entry.dirty();
@@ -366,7 +374,11 @@ impl CounterCache {
     fn entry(&mut self, db: &mut ActorDb, name: &str) -> Result<&mut Cached, EngineError> {
         // Two lookups on a miss keep the hit path free of a key allocation.
         if !self.entries.contains_key(name) {
-            if self.entries.len() >= MAX_CACHED {
+            // Not while the journal has yet to sync what a journaled cache
+            // holds: this may run on a caller's thread (a cheap op run
+            // inline), even the journal's own, which must not wait here.
+            // The flush that comes next trims the map.
+            if self.entries.len() >= MAX_CACHED && self.position_synced() {
                 self.write(db)?;
                 // Written but not committed, the values may still be
                 // needed after a rollback: they are dropped at the commit.

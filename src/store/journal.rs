@@ -382,10 +382,15 @@ impl SyncGate {
     /// Returns once every record up to `lsn` is on disk (at once if it
     /// is), or the error that kept it off.
     pub fn wait(&self, lsn: u64) -> Result<(), EngineError> {
-        match self.0.synced() >= lsn {
+        match self.covers(lsn) {
             true => Ok(()),
             false => self.0.wait_here(lsn),
         }
+    }
+
+    /// Whether every record up to `lsn` is on disk now.
+    pub fn covers(&self, lsn: u64) -> bool {
+        self.0.synced() >= lsn
     }
 }
 
