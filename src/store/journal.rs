@@ -304,7 +304,7 @@ impl Journal {
                 }
             }
         }
-        records.sort_by_key(|r| r.lsn);
+        // In LSN order already: segments come oldest first, records in order.
         Ok(records)
     }
 
