@@ -459,13 +459,10 @@ impl Shared {
             #[cfg(test)]
             let paused = self.paused.lock();
             let started = std::time::Instant::now();
-            #[cfg(test)]
-            let result = match self.fail_next_write.swap(false, Ordering::AcqRel) {
-                true => Err(std::io::Error::other("injected write failure")),
-                false => segment.write(&batch),
+            let result = match self.injected_failure() {
+                Some(err) => Err(err),
+                None => segment.write(&batch),
             };
-            #[cfg(not(test))]
-            let result = segment.write(&batch);
             #[cfg(test)]
             drop(paused);
             metrics::histogram!(telemetry::JOURNAL_SYNC_DURATION)
@@ -549,15 +546,28 @@ impl Shared {
             .min(base)
     }
 
+    /// The failure a test asked the next batch to have, if any.
+    #[cfg(test)]
+    fn injected_failure(&self) -> Option<std::io::Error> {
+        self.fail_next_write
+            .swap(false, Ordering::AcqRel)
+            .then(|| std::io::Error::other("injected write failure"))
+    }
+
+    #[cfg(not(test))]
+    fn injected_failure(&self) -> Option<std::io::Error> {
+        None
+    }
+
     /// Answers the waiters of a written batch ending at `last`.
     ///
     /// A failed write or sync fails the journal until the engine restarts,
     /// as PostgreSQL panics on a failed WAL write: after a failed `fsync`
     /// the kernel may have dropped the dirty pages and cleared the error,
     /// so a later sync could succeed without them, and nothing written
-    /// after them could be trusted. The batch's increments are refused, and no
-    /// actor file ever takes them ([`SyncGate`]): a refusal means "not
-    /// applied", except that records whose write succeeded before a
+    /// after them could be trusted. The batch's increments are refused,
+    /// and no actor file ever takes them ([`SyncGate`]): a refusal means
+    /// "not applied", except that records whose write succeeded before a
     /// failed sync may have reached the disk, and a restart replays them.
     fn finish(&self, last: u64, result: std::io::Result<()>) {
         let result = result.map_err(EngineError::from);
