@@ -638,7 +638,7 @@ impl Engine {
     }
 
     /// Why the engine cannot take durable writes, if it cannot (for
-    /// readiness checks): its journal failed a sync (only a restart brings
+    /// readiness checks): its journal failed a write or sync (only a restart brings
     /// it back), or the data dir refuses new files.
     pub fn unready_reason(&self) -> Option<String> {
         if let Some(failed) = self.inner.journal.failure() {

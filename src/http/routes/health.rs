@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers), `/readyz` (it can serve: the data dir
-//! takes writes and the journal has not failed a sync), and the problem
+//! takes writes and the journal has not failed a write or sync), and the problem
 //! answer for unknown routes.
 
 use crate::http::problem::ApiError;
