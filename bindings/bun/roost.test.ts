@@ -430,7 +430,7 @@ describe("resources", () => {
     // Read the actor's file with plain SQLite: a second engine must not
     // share the directory while the first may still be open.
     const stem = new Bun.CryptoHasher("sha256").update("gc").digest("hex");
-    const file = join(dataDir, "actors", stem.slice(0, 2), stem.slice(2, 4), `${stem}.db`);
+    const file = join(dataDir, "actors", stem.slice(0, 2), `${stem}.db`);
     let value: string | undefined;
     for (let attempt = 0; attempt < 100 && value === undefined; attempt++) {
       Bun.gc(true);

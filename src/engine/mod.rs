@@ -9,6 +9,7 @@ pub mod api;
 pub mod caller;
 pub mod events;
 mod flusher;
+pub mod layout;
 pub mod ops;
 mod outbox;
 mod recovery;
@@ -214,8 +215,9 @@ impl Engine {
                 config.ratelimit_shards
             )));
         }
-        std::fs::create_dir_all(config.data_dir.join("actors"))?;
+        std::fs::create_dir_all(&config.data_dir)?;
         let lock = lock_data_dir(&config.data_dir)?;
+        layout::upgrade(&config.data_dir)?;
         // Exports and uploads in flight when the process died are garbage.
         let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
         std::fs::create_dir_all(config.data_dir.join("tmp"))?;
@@ -704,7 +706,7 @@ impl Drop for Engine {
 
 impl Inner {
     pub fn actor_file(&self, id: &ActorId) -> PathBuf {
-        actor_path(&self.config.data_dir, id)
+        layout::actor_path(&self.config.data_dir, id)
     }
 
     /// A fresh path for a temporary file on the data dir's file system, so
@@ -779,16 +781,6 @@ impl Inner {
             })
             .sum()
     }
-}
-
-/// `data/actors/ab/cd/<sha256>.db`: never derived from the raw ID.
-fn actor_path(data_dir: &std::path::Path, id: &ActorId) -> PathBuf {
-    let stem = id.file_stem();
-    data_dir
-        .join("actors")
-        .join(&stem[0..2])
-        .join(&stem[2..4])
-        .join(format!("{stem}.db"))
 }
 
 /// Takes the data dir's lock file, refusing a dir another engine (in this

@@ -147,7 +147,7 @@ fn replay_actor(
 ) -> Result<usize, EngineError> {
     let id = ActorId::parse(actor)
         .map_err(|err| EngineError::Internal(format!("journal names a bad actor ID: {err}")))?;
-    let path = super::actor_path(&config.data_dir, &id);
+    let path = super::layout::actor_path(&config.data_dir, &id);
     // No file: the actor was deleted after these records (a `Forget` may
     // not have reached the disk before the crash); nothing to restore.
     let Some(mut db) = ActorDb::open(

@@ -125,9 +125,10 @@ impl ActorDb {
         if !exists && create.is_none() {
             return Ok(None);
         }
-        if let (Location::File(file), false) = (location, exists) {
-            create_parent_dirs(file)?;
-        }
+        let made_dirs = match (location, exists) {
+            (Location::File(file), false) => create_parent_dirs(file)?,
+            _ => false,
+        };
         let db = block_on(libsql::Builder::new_local(&path).build()).map_err(open_error)?;
         let conn = db.connect().map_err(open_error)?;
         let gate = UserSqlGate::default();
@@ -170,7 +171,11 @@ impl ActorDb {
         db.pragma(&format!("PRAGMA max_page_count = {max_pages}"))?;
         db.init_schema(id, create)?;
         if let (Location::File(file), false) = (location, exists) {
-            sync_parent_dir(file)?;
+            if made_dirs {
+                sync_parent_dir(file)?;
+            } else {
+                sync_dir_of(file)?;
+            }
         }
         Ok(Some(db))
     }
@@ -438,11 +443,25 @@ fn open_error(err: libsql::Error) -> EngineError {
     }
 }
 
-fn create_parent_dirs(file: &Path) -> Result<(), EngineError> {
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Creates the directory `file` goes in if it is missing; says whether it
+/// was (actor directories are made durable once, when the data dir is
+/// laid out, so a new actor normally syncs only its own directory).
+fn create_parent_dirs(file: &Path) -> Result<bool, EngineError> {
+    match file.parent() {
+        Some(parent) if !parent.is_dir() => {
+            std::fs::create_dir_all(parent)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    Ok(())
+}
+
+/// Makes a new file's directory entry durable.
+fn sync_dir_of(file: &Path) -> Result<(), EngineError> {
+    match file.parent() {
+        Some(parent) => Ok(std::fs::File::open(parent)?.sync_all()?),
+        None => Ok(()),
+    }
 }
 
 /// Makes a new file's directory entry durable (and its parents', which may

@@ -348,15 +348,7 @@ async fn actors_are_described_listed_and_deleted() {
     let c = &server.client;
     let missing = c.get(server.actor("nobody", "")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    assert!(
-        !server
-            .data_dir()
-            .join("actors")
-            .read_dir()
-            .unwrap()
-            .any(|_| true),
-        "reads create no files"
-    );
+    assert!(server.actor_files().is_empty(), "reads create no files");
 
     for id in ["room-a", "room-b", "room-c", "user-1"] {
         server.add(id, "n", 1).await;
@@ -459,12 +451,7 @@ async fn memory_actors_keep_no_file() {
         .unwrap();
     assert_eq!(info["durability"], "memory");
     assert_eq!(info["size_bytes"], 0);
-    assert!(!server
-        .data_dir()
-        .join("actors")
-        .read_dir()
-        .unwrap()
-        .any(|_| true));
+    assert!(server.actor_files().is_empty());
     let bad = server
         .client
         .post(server.actor("other", "/counters/n"))

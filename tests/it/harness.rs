@@ -94,6 +94,17 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
+    /// Every file in the data dir's actor directories (`actors/ab/…`).
+    pub fn actor_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.data_dir().join("actors"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.is_dir())
+            .flat_map(|dir| std::fs::read_dir(dir).unwrap())
+            .map(|entry| entry.unwrap().path())
+            .collect()
+    }
+
     pub async fn add(&self, id: &str, counter: &str, by: i64) -> i64 {
         let response = self
             .client

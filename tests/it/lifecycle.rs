@@ -28,11 +28,9 @@ async fn idle_actors_are_closed() {
     assert_eq!(server.engine.open_actors(), 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(server.engine.open_actors(), 0);
-    let wal = std::fs::read_dir(server.data_dir().join("actors"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|f| f.unwrap().path())
+    let wal = server
+        .actor_files()
+        .into_iter()
         .filter(|path| path.to_string_lossy().ends_with("-wal"))
         .map(|path| std::fs::metadata(path).unwrap().len())
         .collect::<Vec<_>>();

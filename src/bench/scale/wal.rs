@@ -138,14 +138,11 @@ pub(super) fn sustained(window: Duration) -> anyhow::Result<Sustained> {
     })
 }
 
-/// The engine's layout (`src/engine`): `actors/ab/cd/<sha256>.db`.
+/// The `-wal` file next to the engine's file of `id`.
 fn wal_file(data_dir: &Path, id: &ActorId) -> PathBuf {
-    let stem = id.file_stem();
-    data_dir
-        .join("actors")
-        .join(&stem[0..2])
-        .join(&stem[2..4])
-        .join(format!("{stem}.db-wal"))
+    let mut path = crate::engine::layout::actor_path(data_dir, id).into_os_string();
+    path.push("-wal");
+    PathBuf::from(path)
 }
 
 /// Puts key `k % KEYS` of `id`.
