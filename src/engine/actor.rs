@@ -514,6 +514,7 @@ impl Actor {
             (false, Some(Durability::Memory)) => Location::Memory,
             (false, Some(mode)) => {
                 self.inner.catalog.register(self.id.as_str(), mode)?;
+                self.inner.lay_new_file(&self.file)?;
                 Location::File(self.file.clone())
             }
         };
@@ -521,7 +522,7 @@ impl Actor {
         let watchdog = &self.inner.watchdog;
         let mut db = ActorDb::open_known(
             &location,
-            exists,
+            matches!(location, Location::File(_)),
             self.id.as_str(),
             create,
             limits,

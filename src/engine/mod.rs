@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     reaper_wake: Condvar,
     /// Flush deadlines of actors without a thread (see `flusher`).
     flusher: flusher::FlushTimer,
+    /// An empty actor file, copied for each new actor (see `lay_new_file`).
+    new_actor: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -225,6 +227,7 @@ impl Engine {
         // memory settings only apply then.
         crate::store::vfs::register();
         let catalog = Catalog::open(&config.data_dir.join("catalog.db"))?;
+        let new_actor = crate::store::new_actor_image(&config.data_dir.join("tmp").join("new.db"))?;
         let moved: HashMap<ActorId, String> = catalog
             .all_moved()?
             .into_iter()
@@ -258,6 +261,7 @@ impl Engine {
             reaper_wake: Condvar::new(),
             flusher: flusher::FlushTimer::default(),
             dir_lock: Mutex::new(Some(lock)),
+            new_actor,
         });
         let timer = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -707,6 +711,11 @@ impl Drop for Engine {
 impl Inner {
     pub fn actor_file(&self, id: &ActorId) -> PathBuf {
         layout::actor_path(&self.config.data_dir, id)
+    }
+
+    /// Puts a new actor's file at `file` (see [`layout::lay_new_file`]).
+    pub fn lay_new_file(&self, file: &std::path::Path) -> Result<(), EngineError> {
+        layout::lay_new_file(file, &self.new_actor, &self.temp_file("new-actor"))
     }
 
     /// A fresh path for a temporary file on the data dir's file system, so

@@ -171,34 +171,40 @@ impl ActorDb {
         db.pragma(&format!("PRAGMA max_page_count = {max_pages}"))?;
         db.init_schema(id, create)?;
         if let (Location::File(file), false) = (location, exists) {
-            if made_dirs {
-                sync_parent_dir(file)?;
-            } else {
-                sync_dir_of(file)?;
-            }
+            sync_new_entry(file, made_dirs)?;
         }
         Ok(Some(db))
     }
 
     fn init_schema(&mut self, id: &str, create: Option<Durability>) -> Result<(), EngineError> {
         let app_id = self.pragma_value("PRAGMA application_id")?;
-        if app_id == Value::Integer(APPLICATION_ID) {
-            let stored_id = self.meta("id")?;
-            if stored_id != Value::Text(id.to_owned()) {
-                return Err(EngineError::Internal(format!(
-                    "database file of actor {id:?} holds another actor ({stored_id:?})"
-                )));
+        // Marked but not labelled: a new file laid from `new_actor_image`.
+        let laid_out = app_id == Value::Integer(APPLICATION_ID);
+        if laid_out {
+            match self.meta("id")? {
+                Value::Text(stored) if stored == id => {
+                    if let Value::Text(mode) = self.meta("durability")? {
+                        self.durability = mode.parse().unwrap_or_default();
+                    }
+                    return Ok(());
+                }
+                Value::Null => {}
+                stored => {
+                    return Err(EngineError::Internal(format!(
+                        "database file of actor {id:?} holds another actor ({stored:?})"
+                    )))
+                }
             }
-            if let Value::Text(mode) = self.meta("durability")? {
-                self.durability = mode.parse().unwrap_or_default();
-            }
-            return Ok(());
         }
         let durability = create.unwrap_or_default();
         // execute_batch takes no parameters: the ID and durability are bound
         // in their own statement of the same transaction.
-        block_on(self.conn.execute_batch(&format!("BEGIN; {SCHEMA}")))
-            .map_err(|e| self.error(e))?;
+        let setup = if laid_out {
+            "BEGIN;".to_owned()
+        } else {
+            format!("BEGIN; {SCHEMA}")
+        };
+        block_on(self.conn.execute_batch(&setup)).map_err(|e| self.error(e))?;
         let labelled = self.exec(
             "INSERT OR REPLACE INTO _roost_meta (key, value) VALUES ('id', ?1), ('durability', ?2)",
             [
@@ -209,7 +215,10 @@ impl ActorDb {
         // The mark goes in the same transaction: one commit (one fsync) for
         // a new actor's setup, and a crash leaves either all of it or none.
         let marked = labelled
-            .and_then(|_| self.pragma(&format!("PRAGMA application_id = {APPLICATION_ID}")))
+            .and_then(|_| match laid_out {
+                true => Ok(()),
+                false => self.pragma(&format!("PRAGMA application_id = {APPLICATION_ID}")),
+            })
             .and_then(|()| self.commit());
         if let Err(err) = marked {
             self.rollback();
@@ -443,10 +452,44 @@ fn open_error(err: libsql::Error) -> EngineError {
     }
 }
 
+/// The bytes of an empty actor file: 2 KiB pages, WAL mode, the reserved
+/// schema and roost's mark, but no ID (its first open labels it). Built in
+/// `scratch`, which is removed again.
+pub fn new_actor_image(scratch: &Path) -> Result<Vec<u8>, EngineError> {
+    let path = scratch.to_string_lossy().into_owned();
+    let built = (|| -> Result<Vec<u8>, EngineError> {
+        let db = block_on(libsql::Builder::new_local(&path).build()).map_err(open_error)?;
+        let conn = db.connect().map_err(open_error)?;
+        // A scratch file: nothing here needs to survive a crash.
+        for pragma in [
+            format!("PRAGMA page_size = {NEW_PAGE_SIZE}"),
+            "PRAGMA journal_mode = WAL".to_owned(),
+            "PRAGMA synchronous = OFF".to_owned(),
+        ] {
+            let mut rows = block_on(conn.query(&pragma, ())).map_err(open_error)?;
+            while block_on(rows.next()).map_err(open_error)?.is_some() {}
+        }
+        let setup = format!(
+            "BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; COMMIT;
+             PRAGMA wal_checkpoint(TRUNCATE);"
+        );
+        block_on(conn.execute_batch(&setup)).map_err(open_error)?;
+        drop(conn);
+        drop(db);
+        Ok(std::fs::read(scratch)?)
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = scratch.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    built
+}
+
 /// Creates the directory `file` goes in if it is missing; says whether it
 /// was (actor directories are made durable once, when the data dir is
 /// laid out, so a new actor normally syncs only its own directory).
-fn create_parent_dirs(file: &Path) -> Result<bool, EngineError> {
+pub(crate) fn create_parent_dirs(file: &Path) -> Result<bool, EngineError> {
     match file.parent() {
         Some(parent) if !parent.is_dir() => {
             std::fs::create_dir_all(parent)?;
@@ -456,9 +499,11 @@ fn create_parent_dirs(file: &Path) -> Result<bool, EngineError> {
     }
 }
 
-/// Makes a new file's directory entry durable.
-fn sync_dir_of(file: &Path) -> Result<(), EngineError> {
+/// Makes a new file's directory entry durable, and the entries of its
+/// directories too if [`create_parent_dirs`] `made` them.
+pub(crate) fn sync_new_entry(file: &Path, made: bool) -> Result<(), EngineError> {
     match file.parent() {
+        _ if made => sync_parent_dir(file),
         Some(parent) => Ok(std::fs::File::open(parent)?.sync_all()?),
         None => Ok(()),
     }
