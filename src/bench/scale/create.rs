@@ -125,7 +125,8 @@ pub(super) fn disk_usage(root: &Path) -> anyhow::Result<DiskUsage> {
                 pending.push(entry.path());
                 continue;
             }
-            let of_actor = dir.starts_with(&actors);
+            // Inside an actor directory, not the layout's mark beside them.
+            let of_actor = dir.starts_with(&actors) && dir != actors;
             match of_actor {
                 true => usage.actor_files.add(&meta),
                 false => usage.other.add(&meta),
