@@ -520,6 +520,7 @@ impl Actor {
         };
         let limits = &self.inner.config.limits;
         let watchdog = &self.inner.watchdog;
+        // A new actor's file has just been laid down: every file exists now.
         let mut db = ActorDb::open_known(
             &location,
             matches!(location, Location::File(_)),

@@ -178,7 +178,8 @@ impl ActorDb {
 
     fn init_schema(&mut self, id: &str, create: Option<Durability>) -> Result<(), EngineError> {
         let app_id = self.pragma_value("PRAGMA application_id")?;
-        // Marked but not labelled: a new file laid from `new_actor_image`.
+        // Marked as roost's: labelled already, or laid down from
+        // `new_actor_image` and not yet labelled (no `id`).
         let laid_out = app_id == Value::Integer(APPLICATION_ID);
         if laid_out {
             match self.meta("id")? {
@@ -212,8 +213,9 @@ impl ActorDb {
                 Value::Text(durability.as_str().to_owned()),
             ],
         );
-        // The mark goes in the same transaction: one commit (one fsync) for
-        // a new actor's setup, and a crash leaves either all of it or none.
+        // The labels (and, for a file SQLite made, the schema and the mark)
+        // go in one transaction: one commit (one fsync) for a new actor's
+        // setup, and a crash leaves either all of it or none.
         let marked = labelled
             .and_then(|_| match laid_out {
                 true => Ok(()),
