@@ -859,14 +859,22 @@ impl Actor {
             db.close();
         }
         self.pinned.store(false, Ordering::Release);
+        // The file goes before its WAL: a crash in between leaves a WAL
+        // without a file, which the next create removes before it lays a
+        // file down, never a file without the frames its WAL held.
+        let mut removed = false;
         for suffix in ["", "-wal", "-shm"] {
             let mut path = self.file.clone().into_os_string();
             path.push(suffix);
             match std::fs::remove_file(&path) {
-                Ok(()) => {}
+                Ok(()) => removed = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        // An acknowledged delete must not come back after a power loss.
+        if removed {
+            crate::store::sync_new_entry(&self.file, false)?;
         }
         self.inner.catalog.unregister(self.id.as_str())?;
         Ok(OpOutput::Existed(existed))

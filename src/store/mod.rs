@@ -501,8 +501,8 @@ pub(crate) fn create_parent_dirs(file: &Path) -> Result<bool, EngineError> {
     }
 }
 
-/// Makes a new file's directory entry durable, and the entries of its
-/// directories too if [`create_parent_dirs`] `made` them.
+/// Makes a new (or just removed) file's directory entry durable, and the
+/// entries of its directories too if [`create_parent_dirs`] `made` them.
 pub(crate) fn sync_new_entry(file: &Path, made: bool) -> Result<(), EngineError> {
     match file.parent() {
         _ if made => sync_parent_dir(file),
