@@ -9,11 +9,18 @@ use roost::config::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: roost::alloc::RoostAlloc = roost::alloc::RoostAlloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Serve(args) => roost::server::run(*args).await,
-        Command::Dev(args) => roost::dev::run(args).await,
-        Command::Bench(args) => roost::bench::run(args).await,
-    }
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads (see the function).
+    roost::alloc::use_one_system_arena();
+    let command = Cli::parse().command;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve(args) => roost::server::run(*args).await,
+            Command::Dev(args) => roost::dev::run(args).await,
+            Command::Bench(args) => roost::bench::run(args).await,
+        }
+    })
 }

@@ -7,6 +7,7 @@
 mod actor;
 pub mod api;
 pub mod caller;
+mod descriptors;
 pub mod events;
 mod flusher;
 pub mod layout;
@@ -218,7 +219,12 @@ impl Engine {
             )));
         }
         std::fs::create_dir_all(&config.data_dir)?;
+        let mut config = config;
+        // Actor paths are built under it, and SQLite need not resolve
+        // links in a canonical path (see `store::vfs`).
+        config.data_dir = std::fs::canonicalize(&config.data_dir)?;
         let lock = lock_data_dir(&config.data_dir)?;
+        descriptors::reserve(config.max_open_actors, &lock);
         layout::upgrade(&config.data_dir)?;
         // Exports and uploads in flight when the process died are garbage.
         let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));

@@ -59,6 +59,7 @@ pub fn register() -> bool {
             vfs.zName = NAME.as_ptr();
             vfs.pAppData = base.cast();
             vfs.xOpen = Some(open);
+            vfs.xFullPathname = Some(full_pathname);
             vfs.szOsFile = super::shm::file_bytes((*base).szOsFile);
             let vfs = Box::leak(Box::new(vfs));
             ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK
@@ -121,6 +122,46 @@ unsafe extern "C" fn open(
     }
 }
 
+/// A plain absolute path as it is; anything else as the base VFS makes it.
+///
+/// The unix VFS resolves symbolic links in every path it opens, with one
+/// `lstat` per path component: five or more system calls on every cold
+/// actor open. The engine opens actors under its canonical data dir (no
+/// links, no `.` or `..`), and its actor files are never links, so there
+/// is nothing to resolve. A relative or unusual path still goes the long
+/// way.
+unsafe extern "C" fn full_pathname(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const std::ffi::c_char,
+    n_out: c_int,
+    out: *mut std::ffi::c_char,
+) -> c_int {
+    // SAFETY: SQLite passes our registered struct (pAppData is the base
+    // VFS), a NUL-terminated name and an output buffer of n_out bytes.
+    unsafe {
+        let path = CStr::from_ptr(name).to_bytes_with_nul();
+        if is_plain_absolute(&path[..path.len() - 1]) && path.len() <= n_out as usize {
+            std::ptr::copy_nonoverlapping(path.as_ptr(), out.cast::<u8>(), path.len());
+            return ffi::SQLITE_OK;
+        }
+        let base: *mut ffi::sqlite3_vfs = (*vfs).pAppData.cast();
+        match (*base).xFullPathname {
+            Some(full) => full(base, name, n_out, out),
+            None => ffi::SQLITE_CANTOPEN,
+        }
+    }
+}
+
+/// Absolute, and already in the form the unix VFS would write it: no empty,
+/// `.` or `..` component and no trailing slash.
+fn is_plain_absolute(path: &[u8]) -> bool {
+    path.len() > 1
+        && path[0] == b'/'
+        && path[1..]
+            .split(|&byte| byte == b'/')
+            .all(|part| !matches!(part, b"" | b"." | b".."))
+}
+
 /// The URI that opens `path` through this VFS: `file:` + the path with
 /// every byte outside the unreserved set and `/` percent-encoded (a data
 /// dir may hold `?`, `#` or `%`).
@@ -151,6 +192,60 @@ mod tests {
             "file:/data/a%20b%3Fc%23d%25e.db?vfs=roost"
         );
         assert_eq!(uri("rel/x.db"), "file:rel/x.db?vfs=roost");
+    }
+
+    #[test]
+    fn only_plain_absolute_paths_skip_the_base_vfs() {
+        assert!(is_plain_absolute(b"/data/actors/ab/x.db"));
+        for path in [
+            &b"rel/x.db"[..],
+            b"/",
+            b"/data//x.db",
+            b"/data/./x.db",
+            b"/data/../x.db",
+            b"/data/x.db/",
+        ] {
+            assert!(
+                !is_plain_absolute(path),
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+    }
+
+    #[test]
+    fn full_pathname_keeps_plain_paths_and_leaves_the_rest_to_the_base_vfs() {
+        assert!(register());
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        let link = real.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // SAFETY: both VFSs are registered; buffers are mxPathname + 1 bytes.
+        let full = |vfs: &CStr, path: &std::path::Path| unsafe {
+            let vfs = ffi::sqlite3_vfs_find(vfs.as_ptr());
+            let mut out = vec![0 as std::ffi::c_char; (*vfs).mxPathname as usize + 1];
+            let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            let rc = (*vfs).xFullPathname.unwrap()(
+                vfs,
+                name.as_ptr(),
+                out.len() as c_int,
+                out.as_mut_ptr(),
+            );
+            (rc & 0xff, CStr::from_ptr(out.as_ptr()).to_owned())
+        };
+        let plain = real.join("a.db");
+        assert_eq!(full(NAME, &plain), full(BASE, &plain));
+        // A plain path through a link is kept as it is (the base VFS would
+        // resolve it; the engine's data dir is canonical, so it never has
+        // to), and names the same directory, where the WAL then goes.
+        let linked = link.join("a.db");
+        let kept = std::ffi::CString::new(linked.to_str().unwrap()).unwrap();
+        assert_eq!(full(NAME, &linked), (0, kept));
+        assert_eq!(full(BASE, &linked), full(BASE, &plain));
+        // Anything but a plain absolute path is made as the base makes it.
+        for odd in [real.join("x/../a.db"), real.join(".//a.db")] {
+            assert_eq!(full(NAME, &odd), full(BASE, &odd), "{}", odd.display());
+        }
     }
 
     #[test]
