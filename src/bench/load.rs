@@ -321,6 +321,10 @@ impl Latencies {
         Latencies(nanos)
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The `pct`th percentile (nearest rank), or zero when empty.
     pub(super) fn percentile(&self, pct: usize) -> Duration {
         let rank = (self.0.len() * pct).div_ceil(100).max(1);

@@ -13,36 +13,82 @@ use super::{actor, config, shut_down, Plan, CALLERS, COUNTER, WRITE_EVERY};
 use crate::bench::load::{duration_nanos, CpuSample, Latencies};
 use crate::Engine;
 
-/// First and second reads of actors opened one at a time.
+/// First and second reads of actors opened one at a time, and the file
+/// system's share of such an open.
 pub(super) struct Probe {
     pub(super) cold: Latencies,
     pub(super) warm: Latencies,
+    /// Opening and reading other actors' files directly, without SQLite.
+    pub(super) raw: Latencies,
 }
+
+/// Bytes the baseline reads from the start of an actor file: its first
+/// page (the header and schema), as an open's first read.
+const RAW_READ_BYTES: usize = 4096;
 
 /// Reads `plan.probe` distinct random actors in a fresh engine, one at a
 /// time (file open and read, on this thread: see `engine::caller`), then
 /// reads each again.
+///
+/// Between the cold reads it opens and reads the files of as many other
+/// random actors directly: the baseline of what the file system alone
+/// costs, measured on files that have sat on disk as long as the actors'
+/// (a file untouched for a while may have left the page cache, and then
+/// any open waits for the disk).
 pub(super) fn probe(dir: &Path, plan: &Plan) -> anyhow::Result<Probe> {
     let engine = crate::bench::cold_open::open_settled(config(dir, plan.probe + 64))?;
     let mut rng = StdRng::seed_from_u64(1);
-    let picked = rand::seq::index::sample(&mut rng, plan.actors, plan.probe);
-    let timed = |label: &str| -> anyhow::Result<Latencies> {
-        let mut nanos = Vec::with_capacity(plan.probe);
-        for i in picked.iter() {
-            let id = actor(i)?;
-            let started = Instant::now();
-            let value = engine
-                .block_on(engine.counter_get(&id, COUNTER.into()))
-                .with_context(|| format!("{label} read of {id}"))?;
-            nanos.push(duration_nanos(started.elapsed()));
-            ensure!(value >= 1, "{label} read of {id} returned {value}");
-        }
-        Ok(Latencies::new(nanos))
+    let baseline = plan.probe.min(plan.actors - plan.probe);
+    let picked = rand::seq::index::sample(&mut rng, plan.actors, plan.probe + baseline).into_vec();
+    let (picked, others) = picked.split_at(plan.probe);
+    let read = |i: usize, label: &str| -> anyhow::Result<u64> {
+        let id = actor(i)?;
+        let started = Instant::now();
+        let value = engine
+            .block_on(engine.counter_get(&id, COUNTER.into()))
+            .with_context(|| format!("{label} read of {id}"))?;
+        let nanos = duration_nanos(started.elapsed());
+        ensure!(value >= 1, "{label} read of {id} returned {value}");
+        Ok(nanos)
     };
-    let cold = timed("cold")?;
-    let warm = timed("warm")?;
+    let (mut cold, mut raw) = (Vec::with_capacity(picked.len()), Vec::new());
+    for (n, &i) in picked.iter().enumerate() {
+        if let Some(&other) = others.get(n) {
+            raw.push(read_file_start(dir, other)?);
+        }
+        cold.push(read(i, "cold")?);
+    }
+    let warm = picked
+        .iter()
+        .map(|&i| read(i, "warm"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     shut_down(engine, Duration::from_secs(60))?;
-    Ok(Probe { cold, warm })
+    Ok(Probe {
+        cold: Latencies::new(cold),
+        warm: Latencies::new(warm),
+        raw: Latencies::new(raw),
+    })
+}
+
+/// Opens the `i`th actor's file, reads its first page and closes it: the
+/// nanoseconds that took. Opened with `O_NOATIME`, as the engine opens
+/// actor files (a first read after a write would otherwise journal an
+/// access time).
+fn read_file_start(dir: &Path, i: usize) -> anyhow::Result<u64> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = crate::engine::layout::actor_path(dir, &actor(i)?);
+    let mut page = [0u8; RAW_READ_BYTES];
+    let started = Instant::now();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let read = file.read_at(&mut page, 0)?;
+    drop(file);
+    let nanos = duration_nanos(started.elapsed());
+    ensure!(read > 0, "{} is empty", path.display());
+    Ok(nanos)
 }
 
 /// What the callers saw, by whether the actor was open and the op wrote.
