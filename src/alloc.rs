@@ -5,8 +5,9 @@
 //! Actor threads are many (one per open actor) and mostly idle, and each
 //! held about 70 KiB of its own half-empty mimalloc pages: the largest part
 //! of an idle actor's memory. Actor threads therefore allocate from the
-//! system allocator, whose arenas are shared by all threads (SQLite, which
-//! does most of an actor's allocating, already uses it).
+//! system allocator, shared by all threads (SQLite, which does most of an
+//! actor's allocating, already uses it; the binary keeps glibc to one
+//! arena, see [`use_one_system_arena`]).
 //!
 //! Memory often moves between the two kinds of thread (an answer built on
 //! an actor thread is freed by a request thread), so a free goes to
