@@ -23,12 +23,20 @@
 //! LSNs only grow, across restarts too: the newest segment's name (always
 //! kept) says where numbering continues.
 //!
+//! A busy journal appends to segments zero-filled ahead by a helper
+//! thread, written `O_DSYNC` (with direct I/O where the file system takes
+//! it, see `direct`): a write is then durable when it returns, without
+//! a separate sync or a metadata update.
+//!
 //! Record layout (little-endian): `len u32 | crc32 u32 | body`, body =
 //! `lsn u64 | kind u8 | actor_len u32 | actor | [name_len u32 | name | by i64]`.
 //! A torn or corrupt record ends its segment (a crash mid-append).
 
+mod direct;
+
 use crate::error::EngineError;
 use crate::telemetry;
+use direct::DirectAppender;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -432,10 +440,9 @@ impl Shared {
 
     fn write_loop(&self, file: File, base: u64) {
         let mut segment = Segment {
-            file,
+            file: SegmentFile::Growing(file),
             base,
             len: 0,
-            preallocated: false,
             sizes: self.sizes,
         };
         let mut next: Option<Preparing> = None;
@@ -496,23 +503,22 @@ impl Shared {
     /// is one (waiting for it only if this one is full), else a growing one.
     fn rotate_into(&self, segment: &mut Segment, next: &mut Option<Preparing>, base: u64) {
         let ready = match next.take() {
-            Some(preparing) if preparing.is_ready() || segment.preallocated => preparing.finish(),
+            Some(preparing) if preparing.is_ready() || segment.preallocated() => preparing.finish(),
             other => {
                 *next = other;
                 None
             }
         };
         let opened = match ready {
-            Some(file) => install_prepared(&self.dir, file, base).map(|file| (file, true)),
-            None => new_segment(&self.dir, base).map(|file| (file, false)),
+            Some(file) => install_prepared(&self.dir, file, base),
+            None => new_segment(&self.dir, base).map(SegmentFile::Growing),
         };
         match opened {
-            Ok((file, preallocated)) => {
+            Ok(file) => {
                 *segment = Segment {
                     file,
                     base,
                     len: 0,
-                    preallocated,
                     sizes: self.sizes,
                 };
                 // The file-system sync before removal may take a while:
@@ -606,33 +612,51 @@ impl Shared {
 
 /// The segment being appended to.
 struct Segment {
-    file: File,
+    file: SegmentFile,
     base: u64,
     /// Bytes of records in it.
     len: u64,
+    sizes: Sizes,
+}
+
+/// How a segment's file takes its writes.
+enum SegmentFile {
+    /// Grows with each write, `fdatasync`ed after it.
+    Growing(File),
     /// Zero-filled to [`SEGMENT_BYTES`] ahead and opened `O_DSYNC`: a write
     /// is durable when it returns, and needs no metadata update (the size
     /// and the blocks are already on disk), which made each sync cheaper.
-    preallocated: bool,
-    sizes: Sizes,
+    Preallocated(File),
+    /// The same, written with direct I/O where the file system takes it:
+    /// less CPU and a shorter wait per write (see `direct`).
+    Direct(DirectAppender),
 }
 
 impl Segment {
     /// Writes and syncs `batch` after the records already here. Any
     /// failure fails the journal (see [`Shared::finish`]).
     fn write(&mut self, batch: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(batch, self.len)?;
-        if !self.preallocated {
-            self.file.sync_data()?;
+        match &mut self.file {
+            SegmentFile::Growing(file) => {
+                file.write_all_at(batch, self.len)?;
+                file.sync_data()?;
+            }
+            SegmentFile::Preallocated(file) => file.write_all_at(batch, self.len)?,
+            SegmentFile::Direct(appender) => appender.append(self.len, batch)?,
         }
         self.len += batch.len() as u64;
         Ok(())
     }
 
+    /// Zero-filled ahead, so it never grows.
+    fn preallocated(&self) -> bool {
+        !matches!(self.file, SegmentFile::Growing(_))
+    }
+
     /// Whether `incoming` bytes should go to a new segment: this one is
     /// full, or it grows and a preallocated one is ready.
     fn must_rotate(&self, incoming: u64, next: Option<&Preparing>) -> bool {
-        match self.preallocated {
+        match self.preallocated() {
             true => self.len + incoming > self.sizes.segment,
             false => {
                 self.len >= self.sizes.segment
@@ -645,7 +669,7 @@ impl Segment {
     /// use pays for one (an engine that never writes much keeps its small,
     /// growing segment).
     fn wants_successor(&self) -> bool {
-        match self.preallocated {
+        match self.preallocated() {
             true => self.len >= self.sizes.segment / 2,
             false => self.len >= self.sizes.prepare_after,
         }
@@ -653,7 +677,7 @@ impl Segment {
 }
 
 /// A zero-filled segment being made by a helper thread.
-struct Preparing(std::thread::JoinHandle<Result<File, EngineError>>);
+struct Preparing(std::thread::JoinHandle<Result<SegmentFile, EngineError>>);
 
 impl Preparing {
     fn start(dir: &Path, bytes: u64) -> Preparing {
@@ -666,7 +690,7 @@ impl Preparing {
     }
 
     /// The prepared file (waiting for it), or `None` if it failed.
-    fn finish(self) -> Option<File> {
+    fn finish(self) -> Option<SegmentFile> {
         match self.0.join() {
             Ok(Ok(file)) => Some(file),
             Ok(Err(err)) => {
@@ -685,7 +709,7 @@ impl Preparing {
 /// The file a segment is prepared in before it gets its name.
 const PREPARED: &str = "next.prep";
 
-fn prepare_segment(path: &Path, bytes: u64) -> Result<File, EngineError> {
+fn prepare_segment(path: &Path, bytes: u64) -> Result<SegmentFile, EngineError> {
     use std::os::unix::fs::OpenOptionsExt;
     {
         let file = std::fs::OpenOptions::new()
@@ -702,14 +726,18 @@ fn prepare_segment(path: &Path, bytes: u64) -> Result<File, EngineError> {
         }
         file.sync_all()?;
     }
-    Ok(std::fs::OpenOptions::new()
+    if let Some(appender) = DirectAppender::open(path)? {
+        return Ok(SegmentFile::Direct(appender));
+    }
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DSYNC)
-        .open(path)?)
+        .open(path)?;
+    Ok(SegmentFile::Preallocated(file))
 }
 
 /// Gives the prepared file its segment name.
-fn install_prepared(dir: &Path, file: File, base: u64) -> Result<File, EngineError> {
+fn install_prepared(dir: &Path, file: SegmentFile, base: u64) -> Result<SegmentFile, EngineError> {
     std::fs::rename(dir.join(PREPARED), segment_path(dir, base))?;
     File::open(dir)?.sync_all()?;
     Ok(file)
