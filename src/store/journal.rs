@@ -711,7 +711,7 @@ const PREPARED: &str = "next.prep";
 
 fn prepare_segment(path: &Path, bytes: u64) -> Result<SegmentFile, EngineError> {
     use std::os::unix::fs::OpenOptionsExt;
-    {
+    if !direct::zero_fill(path, bytes)? {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)

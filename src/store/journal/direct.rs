@@ -10,14 +10,25 @@
 //! of a partial page would also rewrite them. [`DirectAppender::open`]
 //! tries one write first, so a file system without direct I/O (tmpfs,
 //! some network or overlay file systems) gets the plain `O_DSYNC` file.
+//!
+//! [`zero_fill`] makes such a segment the same way, a chunk at a time:
+//! 32 MiB of zeros written through the page cache and then synced went to
+//! the device in one burst, and the journal's next write waited behind
+//! all of it (17–18 ms on the benchmark VM, against 0.07 ms).
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::Instant;
 
 /// Offset and memory alignment of every write: a page, which covers any
 /// device's logical block.
 const BLOCK: usize = 4096;
+
+/// Zeros written at a time by [`zero_fill`]: a journal write queued
+/// behind one waits well under a millisecond.
+const FILL_CHUNK: usize = 256 << 10;
 
 /// One aligned block of the staging buffer.
 #[repr(C, align(4096))]
@@ -83,10 +94,7 @@ impl DirectAppender {
     }
 
     fn bytes(&self, len: usize) -> &[u8] {
-        assert!(len <= self.staging.len() * BLOCK);
-        // SAFETY: `staging` is `staging.len() * BLOCK` initialized bytes
-        // (`Block` is a plain byte array), and `len` is within them.
-        unsafe { std::slice::from_raw_parts(self.staging.as_ptr().cast::<u8>(), len) }
+        &as_bytes(&self.staging)[..len]
     }
 
     fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
@@ -94,6 +102,52 @@ impl DirectAppender {
         // SAFETY: as in `bytes`, borrowed mutably through `&mut self`.
         unsafe { std::slice::from_raw_parts_mut(self.staging.as_mut_ptr().cast::<u8>(), len) }
     }
+}
+
+/// Creates the file at `path` holding at least `bytes` zeros, written
+/// directly a chunk at a time, each chunk followed by a pause as long as
+/// its write (half the device's time is left to the journal), then
+/// synced. `false` if the file system does not do direct I/O: the caller
+/// fills the file another way.
+pub fn zero_fill(path: &Path, bytes: u64) -> std::io::Result<bool> {
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(err) if refuses_direct(&err) => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    // One allocation up front, so the writes below only fill it; where
+    // the file system cannot, they allocate as they go.
+    // SAFETY: a valid open descriptor; fallocate reads nothing else.
+    let _ = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, bytes as libc::off_t) };
+    let zeros = vec![Block([0; BLOCK]); FILL_CHUNK / BLOCK];
+    let zeros = as_bytes(&zeros);
+    let mut at = 0u64;
+    while at < bytes {
+        let len = ((bytes - at) as usize)
+            .min(FILL_CHUNK)
+            .next_multiple_of(BLOCK);
+        let started = Instant::now();
+        match file.write_all_at(&zeros[..len], at) {
+            Err(err) if at == 0 && refuses_direct(&err) => return Ok(false),
+            written => written?,
+        }
+        at += len as u64;
+        std::thread::sleep(started.elapsed());
+    }
+    file.sync_all()?;
+    Ok(true)
+}
+
+fn as_bytes(blocks: &[Block]) -> &[u8] {
+    // SAFETY: `Block` is a plain byte array without padding, so `blocks`
+    // is `blocks.len() * BLOCK` initialized bytes.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), blocks.len() * BLOCK) }
 }
 
 /// A file system that does not do direct I/O refuses the open or the
@@ -106,16 +160,27 @@ fn refuses_direct(err: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn zero_filled(dir: &Path, bytes: usize) -> std::path::PathBuf {
-        let path = dir.join("segment");
-        std::fs::write(&path, vec![0u8; bytes]).unwrap();
-        path
+    #[test]
+    fn a_zero_filled_file_holds_at_least_the_zeros_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let bytes = 2 * FILL_CHUNK as u64 + 100;
+        if !zero_fill(&path, bytes).unwrap() {
+            eprintln!("no direct I/O on this file system; the caller fills the file");
+            return;
+        }
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(on_disk.len() as u64 >= bytes);
+        assert!(on_disk.iter().all(|b| *b == 0));
     }
 
     #[test]
     fn appends_land_after_each_other_whatever_their_alignment() {
         let dir = tempfile::tempdir().unwrap();
-        let path = zero_filled(dir.path(), 5 * BLOCK);
+        let path = dir.path().join("segment");
+        if !zero_fill(&path, 5 * BLOCK as u64).unwrap() {
+            std::fs::write(&path, vec![0u8; 5 * BLOCK]).unwrap();
+        }
         let Some(mut appender) = DirectAppender::open(&path).unwrap() else {
             eprintln!("no direct I/O on this file system; the plain file is used");
             return;
