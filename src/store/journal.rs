@@ -54,18 +54,22 @@ const PREPARE_AFTER: u64 = 1 << 20;
 const KIND_COUNTER_ADD: u8 = 1;
 const KIND_FORGET: u8 = 2;
 
-/// When segments are preallocated and rotated (fixed, but smaller in tests).
+/// When segments are preallocated and rotated, and how they are written
+/// (fixed, but chosen in tests).
 #[derive(Clone, Copy)]
 struct Sizes {
     /// A segment this big is closed and a new one started.
     segment: u64,
     /// A growing segment this big starts preparing a preallocated successor.
     prepare_after: u64,
+    /// Preallocated segments use direct I/O where the file system has it.
+    direct: bool,
 }
 
 const SIZES: Sizes = Sizes {
     segment: SEGMENT_BYTES,
     prepare_after: PREPARE_AFTER,
+    direct: true,
 };
 
 /// What one record says.
@@ -483,7 +487,7 @@ impl Shared {
             spare.clear();
             self.finish(last, result);
             if next.is_none() && segment.wants_successor() {
-                next = Some(Preparing::start(&self.dir, self.sizes.segment));
+                next = Some(Preparing::start(&self.dir, self.sizes));
             }
         }
         // Stopped: with nothing held, the records are all in actor files.
@@ -680,9 +684,11 @@ impl Segment {
 struct Preparing(std::thread::JoinHandle<Result<SegmentFile, EngineError>>);
 
 impl Preparing {
-    fn start(dir: &Path, bytes: u64) -> Preparing {
+    fn start(dir: &Path, sizes: Sizes) -> Preparing {
         let path = dir.join(PREPARED);
-        Preparing(std::thread::spawn(move || prepare_segment(&path, bytes)))
+        Preparing(std::thread::spawn(move || {
+            prepare_segment(&path, sizes.segment, sizes.direct)
+        }))
     }
 
     fn is_ready(&self) -> bool {
@@ -709,9 +715,9 @@ impl Preparing {
 /// The file a segment is prepared in before it gets its name.
 const PREPARED: &str = "next.prep";
 
-fn prepare_segment(path: &Path, bytes: u64) -> Result<SegmentFile, EngineError> {
+fn prepare_segment(path: &Path, bytes: u64, direct: bool) -> Result<SegmentFile, EngineError> {
     use std::os::unix::fs::OpenOptionsExt;
-    if !direct::zero_fill(path, bytes)? {
+    if !(direct && direct::zero_fill(path, bytes)?) {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -726,8 +732,10 @@ fn prepare_segment(path: &Path, bytes: u64) -> Result<SegmentFile, EngineError> 
         }
         file.sync_all()?;
     }
-    if let Some(appender) = DirectAppender::open(path)? {
-        return Ok(SegmentFile::Direct(appender));
+    if direct {
+        if let Some(appender) = DirectAppender::open(path)? {
+            return Ok(SegmentFile::Direct(appender));
+        }
     }
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -1058,11 +1066,18 @@ mod tests {
 
     #[test]
     fn records_move_into_preallocated_segments_and_come_back_from_them() {
+        for direct in [true, false] {
+            records_move_into_preallocated_segments(direct);
+        }
+    }
+
+    fn records_move_into_preallocated_segments(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
         let sizes = Sizes {
             segment: 64 << 10,
             prepare_after: 4 << 10,
+            direct,
         };
         let journal = Journal::start_sized(&path, 1, &[], sizes).unwrap();
         let mut expected = Vec::new();
