@@ -23,10 +23,13 @@
 //! LSNs only grow, across restarts too: the newest segment's name (always
 //! kept) says where numbering continues.
 //!
-//! A busy journal appends to segments zero-filled ahead by a helper
-//! thread, written `O_DSYNC` (with direct I/O where the file system takes
-//! it, see `direct`): a write is then durable when it returns, without
-//! a separate sync or a metadata update.
+//! Segments are zero-filled ahead and written `O_DSYNC` (with direct I/O
+//! where the file system takes it, see `direct`): a write is then durable
+//! when it returns, without a separate sync or a metadata update. A run
+//! starts with a 1 MiB one made at start-up; a busy journal moves on to
+//! 32 MiB ones, made by a helper thread while the current one fills. Where
+//! a segment cannot be zero-filled, it grows with each write and is
+//! `fdatasync`ed after it.
 //!
 //! Record layout (little-endian): `len u32 | crc32 u32 | body`, body =
 //! `lsn u64 | kind u8 | actor_len u32 | actor | [name_len u32 | name | by i64]`.
@@ -50,6 +53,11 @@ const SEGMENT_BYTES: u64 = 32 << 20;
 
 /// A growing segment this big starts preparing a preallocated successor.
 const PREPARE_AFTER: u64 = 1 << 20;
+
+/// The first segment of a run, zero-filled at start-up where direct I/O
+/// works: small, so an engine that writes little pays 1 MiB of disk, and
+/// still one disk write per sync from the first increment on.
+const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 
 const KIND_COUNTER_ADD: u8 = 1;
 const KIND_FORGET: u8 = 2;
@@ -190,7 +198,7 @@ impl Journal {
         std::fs::create_dir_all(dir)?;
         // Half made when the last run stopped.
         let _ = std::fs::remove_file(dir.join(PREPARED));
-        let file = new_segment(dir, next_lsn)?;
+        let file = first_segment(dir, next_lsn, sizes)?;
         let keep_from = holds.iter().copied().fold(next_lsn, u64::min);
         remove_segments_before(dir, keep_from)?;
         let mut held = BTreeMap::new();
@@ -442,13 +450,8 @@ impl Shared {
             .unwrap_or_else(|_| Err(EngineError::Internal("the journal stopped".into())))
     }
 
-    fn write_loop(&self, file: File, base: u64) {
-        let mut segment = Segment {
-            file: SegmentFile::Growing(file),
-            base,
-            len: 0,
-            sizes: self.sizes,
-        };
+    fn write_loop(&self, file: SegmentFile, base: u64) {
+        let mut segment = Segment::new(file, base, self.sizes);
         let mut next: Option<Preparing> = None;
         let mut spare = Vec::with_capacity(64 << 10);
         let mut last_written = base - 1;
@@ -519,12 +522,7 @@ impl Shared {
         };
         match opened {
             Ok(file) => {
-                *segment = Segment {
-                    file,
-                    base,
-                    len: 0,
-                    sizes: self.sizes,
-                };
+                *segment = Segment::new(file, base, self.sizes);
                 // The file-system sync before removal may take a while:
                 // not on this thread, which every durable increment waits on.
                 let (dir, keep_from) = (self.dir.clone(), self.keep_from(base));
@@ -620,6 +618,9 @@ struct Segment {
     base: u64,
     /// Bytes of records in it.
     len: u64,
+    /// Bytes it holds before a new one starts: what was zero-filled, or
+    /// the segment size for a growing one.
+    capacity: u64,
     sizes: Sizes,
 }
 
@@ -637,6 +638,21 @@ enum SegmentFile {
 }
 
 impl Segment {
+    fn new(file: SegmentFile, base: u64, sizes: Sizes) -> Segment {
+        let capacity = match &file {
+            SegmentFile::Growing(_) => sizes.segment,
+            SegmentFile::Preallocated(file) => file.metadata().map_or(sizes.segment, |m| m.len()),
+            SegmentFile::Direct(appender) => appender.file_len(),
+        };
+        Segment {
+            file,
+            base,
+            len: 0,
+            capacity,
+            sizes,
+        }
+    }
+
     /// Writes and syncs `batch` after the records already here. Any
     /// failure fails the journal (see [`Shared::finish`]).
     fn write(&mut self, batch: &[u8]) -> std::io::Result<()> {
@@ -661,20 +677,20 @@ impl Segment {
     /// full, or it grows and a preallocated one is ready.
     fn must_rotate(&self, incoming: u64, next: Option<&Preparing>) -> bool {
         match self.preallocated() {
-            true => self.len + incoming > self.sizes.segment,
+            // An empty one takes any batch (written past its end if need be).
+            true => self.len > 0 && self.len + incoming > self.capacity,
             false => {
-                self.len >= self.sizes.segment
-                    || (self.len > 0 && next.is_some_and(Preparing::is_ready))
+                self.len >= self.capacity || (self.len > 0 && next.is_some_and(Preparing::is_ready))
             }
         }
     }
 
     /// Whether to start preparing the next segment: only a journal in real
-    /// use pays for one (an engine that never writes much keeps its small,
-    /// growing segment).
+    /// use pays for one (an engine that never writes much keeps its small
+    /// first segment).
     fn wants_successor(&self) -> bool {
         match self.preallocated() {
-            true => self.len >= self.sizes.segment / 2,
+            true => self.len >= self.capacity / 2,
             false => self.len >= self.sizes.prepare_after,
         }
     }
@@ -778,6 +794,29 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, EngineError> {
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
+}
+
+/// The segment a run starts with: a small zero-filled one written with
+/// direct I/O, or else (no direct I/O, no room) a growing one.
+fn first_segment(dir: &Path, base: u64, sizes: Sizes) -> Result<SegmentFile, EngineError> {
+    let path = segment_path(dir, base);
+    if sizes.direct {
+        let bytes = FIRST_SEGMENT_BYTES.min(sizes.segment);
+        match direct::zero_fill(&path, bytes).and_then(|filled| match filled {
+            true => DirectAppender::open(&path),
+            false => Ok(None),
+        }) {
+            Ok(Some(appender)) => {
+                File::open(dir)?.sync_all()?;
+                return Ok(SegmentFile::Direct(appender));
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "could not preallocate the first journal segment; it grows as it goes");
+            }
+        }
+    }
+    new_segment(dir, base).map(SegmentFile::Growing)
 }
 
 fn new_segment(dir: &Path, base: u64) -> Result<File, EngineError> {
@@ -1011,7 +1050,12 @@ mod tests {
         std::mem::forget(journal);
         let (_, segment) = segments(&path).unwrap().pop().unwrap();
         let bytes = std::fs::read(&segment).unwrap();
-        std::fs::write(&segment, &bytes[..bytes.len() - 3]).unwrap();
+        // The two records' bytes (a zero-filled segment goes on past them).
+        let mut written = Vec::new();
+        encode(&mut written, 1, &add("a", "n", 1));
+        encode(&mut written, 2, &add("a", "n", 2));
+        assert_eq!(&bytes[..written.len()], &written[..]);
+        std::fs::write(&segment, &bytes[..written.len() - 3]).unwrap();
         let recovered = recover(&path).unwrap();
         assert_eq!(recovered.records.len(), 1);
         // The torn record's LSN is not reused: numbering is past the base.

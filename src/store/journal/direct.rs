@@ -71,6 +71,11 @@ impl DirectAppender {
         }
     }
 
+    /// The file's size.
+    pub fn file_len(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
+    }
+
     /// Writes `records` at `at`, the end of everything appended so far;
     /// durable once this returns.
     pub fn append(&mut self, at: u64, records: &[u8]) -> std::io::Result<()> {
