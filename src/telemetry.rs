@@ -166,7 +166,10 @@ pub type RequestLabels = [(&'static str, &'static str); 3];
 /// per label set once the recorder is installed.
 pub fn record_request(labels: RequestLabels, seconds: f64) {
     type Handles = (metrics::Counter, metrics::Histogram);
-    static CACHE: OnceLock<parking_lot::RwLock<HashMap<RequestLabels, Handles>>> = OnceLock::new();
+    // Looked up on every request: foldhash rather than SipHash (the keys
+    // are our own labels, nothing a client chooses).
+    type Cache = HashMap<RequestLabels, Handles, foldhash::fast::FixedState>;
+    static CACHE: OnceLock<parking_lot::RwLock<Cache>> = OnceLock::new();
     if HANDLE.get().is_none() {
         metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
         metrics::histogram!(HTTP_DURATION, &labels).record(seconds);

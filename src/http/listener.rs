@@ -20,6 +20,10 @@ use tokio::sync::Semaphore;
 /// hyper answers 431.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
+/// Headers per request hyper accepts when no limit is set (its
+/// `DEFAULT_MAX_HEADERS`), the same as [`super::HttpLimits`]' default.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Pending connections the kernel may queue before `accept` (capped by
 /// `net.core.somaxconn`); bursts of new clients wait here instead of
 /// retrying their SYN a second later.
@@ -45,10 +49,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(limits.max_headers);
+    builder.http1().max_buf_size(MAX_HEADER_BYTES);
+    // hyper parses into stack arrays of its default size unless a limit is
+    // set; a set one, even the same, costs every request a copy of two
+    // arrays that size.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
