@@ -733,26 +733,25 @@ const PREPARED: &str = "next.prep";
 
 fn prepare_segment(path: &Path, bytes: u64, direct: bool) -> Result<SegmentFile, EngineError> {
     use std::os::unix::fs::OpenOptionsExt;
-    if !(direct && direct::zero_fill(path, bytes)?) {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(path)?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < bytes {
-            let chunk = (bytes - at).min(zeros.len() as u64) as usize;
-            file.write_all_at(&zeros[..chunk], at)?;
-            at += chunk as u64;
-        }
-        file.sync_all()?;
-    }
     if direct {
-        if let Some(appender) = DirectAppender::open(path)? {
+        if let Some(appender) = DirectAppender::create(path, bytes)? {
             return Ok(SegmentFile::Direct(appender));
         }
     }
+    // No direct I/O here: zeros through the page cache, then synced.
+    let filling = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < bytes {
+        let chunk = (bytes - at).min(zeros.len() as u64) as usize;
+        filling.write_all_at(&zeros[..chunk], at)?;
+        at += chunk as u64;
+    }
+    filling.sync_all()?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DSYNC)
@@ -802,10 +801,7 @@ fn first_segment(dir: &Path, base: u64, sizes: Sizes) -> Result<SegmentFile, Eng
     let path = segment_path(dir, base);
     if sizes.direct {
         let bytes = FIRST_SEGMENT_BYTES.min(sizes.segment);
-        match direct::zero_fill(&path, bytes).and_then(|filled| match filled {
-            true => DirectAppender::open(&path),
-            false => Ok(None),
-        }) {
+        match DirectAppender::create(&path, bytes) {
             Ok(Some(appender)) => {
                 File::open(dir)?.sync_all()?;
                 return Ok(SegmentFile::Direct(appender));

@@ -72,6 +72,16 @@ impl DirectAppender {
         }
     }
 
+    /// Zero-fills the file at `path` to at least `bytes` (see
+    /// [`zero_fill`]) and opens it for direct appends; `None` if its file
+    /// system does not do direct I/O, for the caller to fill it another way.
+    pub fn create(path: &Path, bytes: u64) -> std::io::Result<Option<DirectAppender>> {
+        match zero_fill(path, bytes)? {
+            true => DirectAppender::open(path),
+            false => Ok(None),
+        }
+    }
+
     /// The file's size.
     pub fn file_len(&self) -> u64 {
         self.file.metadata().map_or(0, |m| m.len())
