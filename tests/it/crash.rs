@@ -288,9 +288,9 @@ async fn kill_9_after_delete_does_not_resurrect_journaled_increments() {
     assert_eq!(hits(&client, &restarted, "bystander").await, 20);
 }
 
-/// Under sustained durable load the journal leaves its first, growing
-/// segment for zero-filled ones written with direct I/O (where the file
-/// system has it). `kill -9` while increments go there: every
+/// Under sustained durable load the journal moves from its small first
+/// segment to 32 MiB zero-filled ones, written with direct I/O where the
+/// file system has it. `kill -9` while increments go there: every
 /// acknowledged value survives, and none is counted twice on replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_the_journal_writes_a_preallocated_segment_loses_nothing() {
