@@ -225,6 +225,9 @@ pub struct ServeArgs {
     /// Longest a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "ROOST_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
     pub shutdown_timeout_ms: u64,
+    /// Pin each runtime worker to a CPU of its own (`false`: let the kernel place them).
+    #[arg(long, env = "ROOST_PIN_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_workers: bool,
     /// A named rate-limit policy, `name=limit/window` (e.g. `api=100/60s`); repeatable.
     #[arg(
         long = "ratelimit-policy",

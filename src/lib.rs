@@ -15,6 +15,7 @@ pub mod error;
 pub mod ffi;
 pub mod http;
 pub mod limiter;
+pub mod placement;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -13,9 +13,13 @@ fn main() -> anyhow::Result<()> {
     // Before the runtime starts its threads (see the function).
     roost::alloc::use_one_system_arena();
     let command = Cli::parse().command;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The benchmark pins and unpins workers per row itself; the dev
+    // cluster shares the machine between several servers.
+    let pin = match &command {
+        Command::Serve(args) => args.pin_workers,
+        Command::Dev(_) | Command::Bench(_) => false,
+    };
+    let runtime = roost::placement::runtime(pin)?;
     runtime.block_on(async move {
         match command {
             Command::Serve(args) => roost::server::run(*args).await,

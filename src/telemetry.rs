@@ -2,6 +2,7 @@
 //! `GET /metrics`. The engine and the HTTP layer record through the
 //! `metrics` macros; one process-wide recorder collects everything.
 
+use crate::placement::SpawnFloating;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -63,7 +64,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let upkeep = handle.clone();
         let _ = std::thread::Builder::new()
             .name("roost-metrics".into())
-            .spawn(move || loop {
+            .spawn_floating(move || loop {
                 std::thread::sleep(UPKEEP_INTERVAL);
                 upkeep.run_upkeep();
             });

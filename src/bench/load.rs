@@ -280,6 +280,7 @@ where
         let handles: Vec<_> = (0..threads)
             .map(|thread| {
                 scope.spawn(move || {
+                    crate::placement::float_this_thread();
                     let mut load = ClientLoad::default();
                     for k in 0usize.. {
                         let started = Instant::now();

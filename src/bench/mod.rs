@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// group-commit row, 0.3 s per engine row, 2 s per rate-limit scenario.
     #[arg(long)]
     pub quick: bool,
+    /// Pin the runtime's workers, one per core, as `roost serve` does by
+    /// default; rows measuring Redis (another process) let them float.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_workers: bool,
     /// Measured seconds per scenario, after a 1 s warm-up [default: 10, or
     /// 3 (counters) and 2 (ratelimit) with --quick; engine rows: 2 s after
     /// 0.5 s, or 0.3 s after 0.2 s with --quick].
@@ -172,6 +176,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // actor connection of the later suites would get SQLite's default
     // lookaside (about 30 KiB more per idle actor). Settle them now.
     crate::store::vfs::register();
+    if let Err(err) = crate::placement::pin_workers(args.pin_workers) {
+        // The reports' runtime line says how the workers ran.
+        eprintln!("bench: could not pin the runtime's workers: {err}");
+    }
     let mut failures = Vec::new();
     for part in parts {
         let finished = match part {

@@ -192,7 +192,9 @@ impl RedisProcess {
     fn start(persistence: Persistence) -> anyhow::Result<Option<RedisProcess>> {
         let dir = ScratchDir::new("redis")?;
         let port = crate::dev::ports::spare_port().context("finding a free port")?;
-        let spawned = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        crate::placement::float_child(&mut command);
+        let spawned = command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(persistence.args())
             .args(["--daemonize", "no"])

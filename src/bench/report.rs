@@ -15,7 +15,20 @@ pub(super) fn write_heading(out: &mut String, started: &str, suffix: &str) -> st
     )?;
     writeln!(out)?;
     writeln!(out, "- machine: {}", machine())?;
-    writeln!(out, "- command: `{}`", command_line())
+    writeln!(out, "- command: `{}`", command_line())?;
+    writeln!(out, "- runtime: {}", runtime())
+}
+
+/// How the runtime's workers were placed (see `placement`).
+fn runtime() -> String {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match crate::placement::workers_pinned() {
+        true => format!(
+            "{workers} tokio workers, each pinned to a core of its own (as `roost serve` \
+             pins them by default); floating while a Redis row is measured"
+        ),
+        false => format!("{workers} tokio workers, placed by the kernel (`--pin-workers false`)"),
+    }
 }
 
 pub(super) fn ratio(value: f64, base: f64) -> String {

@@ -84,6 +84,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 &member.machine_id,
             ])
             .args(["--peers", &peers, "--default-region", &regions[0]])
+            // Several servers share this machine's cores.
+            .args(["--pin-workers", "false"])
             .args([
                 "--routing",
                 routing_name(args.routing),

@@ -22,6 +22,7 @@ use crate::actor_id::ActorId;
 use crate::config::{Durability, EngineConfig};
 use crate::error::EngineError;
 use crate::limiter::state::SharedLimiter;
+use crate::placement::SpawnFloating;
 use crate::store::catalog::Catalog;
 use crate::telemetry;
 pub use actor::Reply;
@@ -142,7 +143,7 @@ fn close_in_parallel(turns: Vec<Box<dyn FnOnce() + Send>>) -> usize {
         let spawned = std::thread::Builder::new()
             .name("roost-close".into())
             .stack_size(ACTOR_STACK_BYTES)
-            .spawn(move || loop {
+            .spawn_floating(move || loop {
                 let Some(turn) = queue.lock().pop() else {
                     return;
                 };
@@ -272,11 +273,11 @@ impl Engine {
         let timer = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("roost-flusher".into())
-            .spawn(move || flusher::run(timer))?;
+            .spawn_floating(move || flusher::run(timer))?;
         let reaper = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("roost-reaper".into())
-            .spawn(move || reap_idle(reaper))?;
+            .spawn_floating(move || reap_idle(reaper))?;
         Ok(Engine { inner })
     }
 

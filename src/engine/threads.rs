@@ -8,6 +8,7 @@
 //! rest exit. Jobs are the runner's turns, which catch their own panics,
 //! so a thread is never returned broken.
 
+use crate::placement::SpawnFloating;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +45,7 @@ impl Threads {
         // Without it every thread is started on demand, as before.
         let _ = std::thread::Builder::new()
             .name(format!("{name}-spares"))
-            .spawn(move || keep_spares(name, stack_bytes, spare, watched, wake));
+            .spawn_floating(move || keep_spares(name, stack_bytes, spare, watched, wake));
         let _ = low.try_send(());
         Threads {
             name,
@@ -99,7 +100,7 @@ fn start(
     std::thread::Builder::new()
         .name(name.into())
         .stack_size(stack_bytes)
-        .spawn(move || work(first, idle))
+        .spawn_floating(move || work(first, idle))
         .map(drop)
 }
 

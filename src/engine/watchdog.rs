@@ -2,6 +2,7 @@
 //! watchdog thread interrupts statements that run past their deadline.
 //! It ticks only while some statement is armed, and sleeps otherwise.
 
+use crate::placement::SpawnFloating;
 use libsql::Connection;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -80,7 +81,7 @@ impl Watchdog {
         let worker = shared.clone();
         std::thread::Builder::new()
             .name("roost-watchdog".into())
-            .spawn(move || run(&worker))?;
+            .spawn_floating(move || run(&worker))?;
         Ok(Watchdog { shared })
     }
 

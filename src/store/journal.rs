@@ -38,6 +38,7 @@
 mod direct;
 
 use crate::error::EngineError;
+use crate::placement::SpawnFloating;
 use crate::telemetry;
 use direct::DirectAppender;
 use parking_lot::{Condvar, Mutex};
@@ -227,7 +228,7 @@ impl Journal {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("roost-journal".into())
-                .spawn(move || shared.write_loop(file, next_lsn))?
+                .spawn_floating(move || shared.write_loop(file, next_lsn))?
         };
         Ok(Journal {
             shared,
@@ -528,7 +529,7 @@ impl Shared {
                 let (dir, keep_from) = (self.dir.clone(), self.keep_from(base));
                 let trimmed = std::thread::Builder::new()
                     .name("roost-journal-trim".into())
-                    .spawn(move || {
+                    .spawn_floating(move || {
                         if let Err(err) = remove_segments_before(&dir, keep_from) {
                             tracing::warn!(error = %err, "could not remove old journal segments");
                         }

@@ -14,5 +14,6 @@ mod history;
 mod hostile;
 mod lifecycle;
 mod operations;
+mod placement;
 mod ratelimit;
 mod realtime;

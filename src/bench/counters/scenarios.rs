@@ -189,6 +189,7 @@ impl Subject {
                 drive_after(posters, slice.warm_up, slice.measure, &[]).await
             }
             Subject::Redis { redis, key } => {
+                let _floating = crate::placement::Unpinned::new();
                 let incr = vec![resp_command(&[b"INCR", key.as_bytes()])];
                 let callers = RawRedis::many(redis, incr, 1, |_| Answer::Done, clients)?;
                 drive_after(callers, slice.warm_up, slice.measure, &redis.helpers()).await

@@ -159,6 +159,7 @@ pub(super) async fn redis_fixed_window(
     clients: usize,
     slice: Slice,
 ) -> anyhow::Result<Load> {
+    let _floating = crate::placement::Unpinned::new();
     let prefix = fresh_prefix();
     let callers = RawRedis::many(redis, incr_expire(&prefix, keys), 2, judge, clients)?;
     drive_after(callers, slice.warm_up, slice.measure, &redis.helpers()).await

@@ -164,6 +164,7 @@ pub(super) fn random_access(dir: &Path, plan: &Plan) -> anyhow::Result<Access> {
             .map(|caller| {
                 let (engine, model) = (&engine, &model);
                 scope.spawn(move || {
+                    crate::placement::float_this_thread();
                     let mut rng = StdRng::seed_from_u64(100 + caller as u64);
                     let mut load = CallerLoad::default();
                     for k in 0usize.. {

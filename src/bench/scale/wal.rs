@@ -83,10 +83,16 @@ pub(super) fn sustained(window: Duration) -> anyhow::Result<Sustained> {
             .into_iter()
             .map(|targets| {
                 let engine = &engine;
-                scope.spawn(move || write_until(engine, targets, until))
+                scope.spawn(move || {
+                    crate::placement::float_this_thread();
+                    write_until(engine, targets, until)
+                })
             })
             .collect();
-        let sampler = scope.spawn(|| sample(&wal_files, &writing));
+        let sampler = scope.spawn(|| {
+            crate::placement::float_this_thread();
+            sample(&wal_files, &writing)
+        });
         let writes: anyhow::Result<Vec<Vec<u64>>> = writers
             .into_iter()
             .map(|writer| {
