@@ -268,3 +268,59 @@ fn thread_id() -> libc::pid_t {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::gettid() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPUs the calling thread may run on.
+    fn my_cpus() -> Vec<usize> {
+        let mask = current_mask(0).unwrap();
+        // SAFETY: an initialized set, indices in range.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &mask) })
+            .collect()
+    }
+
+    /// The only test in this binary that builds the placed runtime (its
+    /// state is process-wide).
+    #[test]
+    fn workers_pin_one_per_core_unpin_for_a_while_and_threads_they_start_float() {
+        let all = my_cpus();
+        let runtime = runtime(true).unwrap();
+        let on_worker =
+            |f: fn() -> Vec<usize>| runtime.block_on(runtime.spawn(async move { f() })).unwrap();
+        if all.len() < 2 {
+            // One core: pinned and floating are the same mask.
+            assert_eq!(on_worker(my_cpus), all);
+            return;
+        }
+        assert!(workers_pinned());
+        let seen = on_worker(my_cpus);
+        assert_eq!(seen.len(), 1, "a task runs on a pinned worker");
+        // The runtime's first blocking thread, started by a pinned worker.
+        let blocking = runtime
+            .block_on(runtime.spawn(async { tokio::task::spawn_blocking(my_cpus).await }))
+            .unwrap()
+            .unwrap();
+        assert_eq!(blocking, all, "the blocking pool floats");
+        // A plain thread started by a pinned worker inherits its core: why
+        // engine threads are started with `spawn_floating`.
+        let inherited = on_worker(|| std::thread::spawn(my_cpus).join().unwrap());
+        assert_eq!(inherited.len(), 1);
+        let floated = on_worker(|| {
+            std::thread::Builder::new()
+                .spawn_floating(my_cpus)
+                .unwrap()
+                .join()
+                .unwrap()
+        });
+        assert_eq!(floated, all);
+        {
+            let _floating = Unpinned::new();
+            assert!(!workers_pinned());
+            assert_eq!(on_worker(my_cpus), all);
+        }
+        assert!(workers_pinned(), "pinned again once the guard is gone");
+    }
+}
