@@ -46,6 +46,10 @@ static EVER_PINNED: AtomicBool = AtomicBool::new(false);
 /// Whether the workers are pinned now.
 static PINNED: AtomicBool = AtomicBool::new(false);
 
+/// The workers did not all start in time: no thread is recorded as one
+/// any more (a late one could be a blocking thread), and none is pinned.
+static GAVE_UP: AtomicBool = AtomicBool::new(false);
+
 /// Builds the process's multi-thread runtime, one worker per allowed CPU,
 /// and pins the workers if `pin` (see [`pin_workers`]).
 pub fn runtime(pin: bool) -> std::io::Result<tokio::runtime::Runtime> {
@@ -77,6 +81,7 @@ pub fn runtime(pin: bool) -> std::io::Result<tokio::runtime::Runtime> {
             .wait_for(&mut workers, WORKERS_START_WITHIN)
             .timed_out()
         {
+            GAVE_UP.store(true, Ordering::Release);
             // Before any log subscriber exists: straight to stderr.
             eprintln!("roost: not every runtime worker started in time; workers stay unpinned");
             return Ok(runtime);
@@ -99,7 +104,7 @@ fn register_thread() {
         return;
     };
     let mut workers = placement.workers.lock();
-    if workers.len() < placement.expected {
+    if workers.len() < placement.expected && !GAVE_UP.load(Ordering::Acquire) {
         workers.push(thread_id());
         placement.started.notify_all();
     } else {
@@ -116,7 +121,8 @@ pub fn pin_workers(on: bool) -> std::io::Result<()> {
         return Ok(());
     };
     let workers = placement.workers.lock();
-    if workers.len() < placement.expected || placement.cpus.len() < workers.len() {
+    let all_started = workers.len() == placement.expected && !GAVE_UP.load(Ordering::Acquire);
+    if !all_started || placement.cpus.len() < workers.len() {
         return Ok(());
     }
     if on {
