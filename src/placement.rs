@@ -43,9 +43,6 @@ static PLACEMENT: OnceLock<Placement> = OnceLock::new();
 /// inherits the floating mask and has nothing to reset.
 static EVER_PINNED: AtomicBool = AtomicBool::new(false);
 
-/// Whether the workers are pinned now.
-static PINNED: AtomicBool = AtomicBool::new(false);
-
 /// The workers did not all start in time: no thread is recorded as one
 /// any more (a late one could be a blocking thread), and none is pinned.
 static GAVE_UP: AtomicBool = AtomicBool::new(false);
@@ -135,7 +132,6 @@ pub fn pin_workers(on: bool) -> std::io::Result<()> {
         };
         set_mask(*worker, &mask)?;
     }
-    PINNED.store(on, Ordering::Release);
     Ok(())
 }
 
@@ -148,7 +144,7 @@ pub struct Unpinned {
 
 impl Unpinned {
     pub fn new() -> Unpinned {
-        let repin = PINNED.load(Ordering::Acquire);
+        let repin = workers_pinned();
         if repin && pin_workers(false).is_err() {
             tracing::warn!("could not unpin the runtime's workers");
         }
