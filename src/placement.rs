@@ -111,15 +111,16 @@ fn register_thread() {
 }
 
 /// Pins worker *i* to the *i*-th allowed CPU (`on`), or lets every worker
-/// float again. Does nothing outside [`runtime`], or where there are
-/// more workers than CPUs (two would share one core anyway).
+/// float again. Does nothing outside [`runtime`], where there are more
+/// workers than CPUs (two would share one core anyway), or on one CPU
+/// (pinned and floating are the same mask there).
 pub fn pin_workers(on: bool) -> std::io::Result<()> {
     let Some(placement) = PLACEMENT.get() else {
         return Ok(());
     };
     let workers = placement.workers.lock();
     let all_started = workers.len() == placement.expected && !GAVE_UP.load(Ordering::Acquire);
-    if !all_started || placement.cpus.len() < workers.len() {
+    if !all_started || !can_pin(placement.cpus.len(), workers.len()) {
         return Ok(());
     }
     if on {
@@ -166,13 +167,14 @@ impl Drop for Unpinned {
     }
 }
 
-/// Whether the runtime's workers are pinned now, each to a core of its own.
+/// Whether the runtime's workers are pinned now, each to a core of its own
+/// (never on one CPU, where that is the floating mask).
 pub fn workers_pinned() -> bool {
     let Some(placement) = PLACEMENT.get() else {
         return false;
     };
     let workers = placement.workers.lock();
-    !workers.is_empty()
+    can_pin(placement.cpus.len(), workers.len())
         && workers.iter().zip(&placement.cpus).all(|(worker, cpu)| {
             current_mask(*worker).is_ok_and(|mask| same(&mask, &single_cpu(*cpu)))
         })
@@ -229,6 +231,12 @@ pub fn float_child(command: &mut std::process::Command) {
     }
 }
 
+/// Whether `workers` can each have a core of their own among `cpus`, in a
+/// way that differs from floating: on one CPU both masks are that CPU.
+fn can_pin(cpus: usize, workers: usize) -> bool {
+    workers > 0 && cpus >= workers && cpus > 1
+}
+
 fn single_cpu(cpu: usize) -> libc::cpu_set_t {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -275,6 +283,15 @@ fn thread_id() -> libc::pid_t {
 mod tests {
     use super::*;
 
+    #[test]
+    fn workers_are_pinned_only_with_a_core_each_and_more_than_one_core() {
+        assert!(can_pin(2, 2));
+        assert!(can_pin(4, 2));
+        assert!(!can_pin(1, 1), "one CPU: pinned is the same as floating");
+        assert!(!can_pin(2, 3), "two workers would share a core");
+        assert!(!can_pin(2, 0));
+    }
+
     /// The CPUs the calling thread may run on.
     fn my_cpus() -> Vec<usize> {
         let mask = current_mask(0).unwrap();
@@ -293,7 +310,9 @@ mod tests {
         let on_worker =
             |f: fn() -> Vec<usize>| runtime.block_on(runtime.spawn(async move { f() })).unwrap();
         if all.len() < 2 {
-            // One core: pinned and floating are the same mask.
+            // One core: pinned and floating are the same mask, so nothing
+            // is pinned and the report says the workers float.
+            assert!(!workers_pinned());
             assert_eq!(on_worker(my_cpus), all);
             return;
         }
