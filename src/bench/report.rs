@@ -27,6 +27,7 @@ fn runtime() -> String {
             "{workers} tokio workers, each pinned to a core of its own (as `roost serve` \
              pins them by default); floating while a Redis row is measured"
         ),
+        false if workers < 2 => "1 tokio worker on the only CPU (nothing to pin)".to_owned(),
         false => format!("{workers} tokio workers, placed by the kernel (`--pin-workers false`)"),
     }
 }
