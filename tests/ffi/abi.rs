@@ -240,6 +240,17 @@ fn durable_writes_survive_close_and_reopen() {
     roost_engine_close(engine);
 }
 
+/// The engine turns SQLite's memory statistics off before SQLite starts
+/// (see `store::vfs`): had they stayed on, this count would be above zero.
+#[test]
+fn sqlite_keeps_no_memory_statistics_in_an_embedding_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_in(dir.path(), "durable");
+    assert_eq!(add(engine, "user:1", "visits", 1), Ok(1));
+    assert_eq!(unsafe { libsql::ffi::sqlite3_memory_used() }, 0);
+    roost_engine_close(engine);
+}
+
 #[test]
 fn bad_configs_are_rejected_with_invalid_config() {
     let dir = tempfile::tempdir().unwrap();

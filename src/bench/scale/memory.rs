@@ -26,8 +26,10 @@ pub(super) struct Resident {
     pub(super) fds: [u64; 3],
     /// The process's threads at each sample (idle actors park theirs).
     pub(super) threads: [u64; 3],
-    /// Bytes SQLite had allocated at each sample (`sqlite3_memory_used`).
-    pub(super) sqlite: [u64; 3],
+    /// Bytes in use in the system allocator at each sample: SQLite's heap
+    /// and what actor threads allocate (see `crate::alloc`). SQLite keeps
+    /// no totals of its own (see `store::vfs`).
+    pub(super) system_heap: [u64; 3],
 }
 
 impl Resident {
@@ -49,9 +51,9 @@ impl Resident {
         self.first_half().max(self.second_half())
     }
 
-    /// SQLite's own heap per actor, all of them open against none.
-    pub(super) fn sqlite_per_actor(&self) -> f64 {
-        self.sqlite[2].saturating_sub(self.sqlite[0]) as f64 / self.actors.max(1) as f64
+    /// The system heap per actor, all of them open against none.
+    pub(super) fn system_heap_per_actor(&self) -> f64 {
+        self.system_heap[2].saturating_sub(self.system_heap[0]) as f64 / self.actors.max(1) as f64
     }
 
     pub(super) fn fds_per_actor(&self) -> f64 {
@@ -69,14 +71,13 @@ pub(super) fn resident(dir: &Path, plan: &Plan) -> anyhow::Result<Resident> {
     let mut rss = [0; 3];
     let mut fds = [0; 3];
     let mut threads = [0; 3];
-    let mut sqlite = [0; 3];
+    let mut system_heap = [0; 3];
     for (step, batch) in [&[][..], first, second].into_iter().enumerate() {
         open_all(&engine, batch)?;
         rss[step] = settled_rss()?;
         fds[step] = open_fds()?;
         threads[step] = status_field("Threads:")?;
-        // SAFETY: reads a counter; SQLite is initialized (actors are open).
-        sqlite[step] = u64::try_from(unsafe { libsql::ffi::sqlite3_memory_used() }).unwrap_or(0);
+        system_heap[step] = system_heap_in_use();
     }
     let open = engine.open_actors();
     ensure!(
@@ -90,7 +91,7 @@ pub(super) fn resident(dir: &Path, plan: &Plan) -> anyhow::Result<Resident> {
         rss,
         fds,
         threads,
-        sqlite,
+        system_heap,
     })
 }
 
@@ -147,6 +148,20 @@ fn release_free_heap() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_heap() {}
+
+/// Bytes glibc's malloc has handed out and not had back (small blocks and
+/// mapped large ones).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn system_heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 takes nothing and returns a struct of counts.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd) as u64
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn system_heap_in_use() -> u64 {
+    0
+}
 
 /// `VmRSS` of this process, in bytes.
 fn resident_bytes() -> anyhow::Result<u64> {

@@ -230,7 +230,7 @@ impl Report {
             Ok(r) => r,
             Err(err) => return writeln!(out, "Idle open actors: failed: {err}\n"),
         };
-        writeln!(out, "| idle open actors | VmRSS before | with half open | with all open | per actor, first half | per actor, second half | of it SQLite's heap | fds per actor | threads before / with all open |")?;
+        writeln!(out, "| idle open actors | VmRSS before | with half open | with all open | per actor, first half | per actor, second half | of it the system heap (SQLite's and actor threads') | fds per actor | threads before / with all open |")?;
         writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
         writeln!(
             out,
@@ -241,7 +241,7 @@ impl Report {
             mib(r.rss[2]),
             kib(r.first_half()),
             kib(r.second_half()),
-            kib(r.sqlite_per_actor()),
+            kib(r.system_heap_per_actor()),
             r.fds_per_actor(),
             r.threads[0],
             r.threads[2],
