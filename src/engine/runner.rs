@@ -348,6 +348,38 @@ mod tests {
         assert!(shuts_down(&engine), "a parked actor did not close");
     }
 
+    /// The open actors' IDs, least recently used first.
+    fn open_ids(engine: &Engine) -> Vec<String> {
+        let registry = engine.inner.registry.lock();
+        registry
+            .open
+            .keys()
+            .map(|id| id.as_str().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_and_passes_over_pinned_actors() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(&dir, Durability::Durable, 3);
+        let id = |name: &str| ActorId::parse(name).unwrap();
+        let pinned = id("pinned");
+        let memory = engine.counter_add(&pinned, "n".into(), 1, Some(Durability::Memory));
+        assert_eq!(block_on(memory).unwrap(), 1);
+        add(&engine, &id("a"));
+        add(&engine, &id("b"));
+        count(&engine, &id("a"));
+        assert_eq!(open_ids(&engine), ["pinned", "b", "a"]);
+        // Full: `pinned` is the oldest but lives only in memory; `b` goes.
+        add(&engine, &id("c"));
+        assert_eq!(open_ids(&engine), ["a", "pinned", "c"]);
+        add(&engine, &id("d"));
+        assert_eq!(open_ids(&engine), ["pinned", "c", "d"]);
+        assert_eq!(count(&engine, &id("pinned")), 1, "never closed");
+        assert_eq!(count(&engine, &id("b")), 1, "reopened with its data");
+        assert!(shuts_down(&engine));
+    }
+
     #[test]
     fn a_parked_actor_closes_when_evicted_and_reopens_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
