@@ -101,6 +101,9 @@ pub(crate) struct Actor {
     pending: Vec<Pending>,
     unflushed_since: Option<Instant>,
     pinned: Arc<AtomicBool>,
+    /// Whether the database last opened is durable, readable without the
+    /// actor's lock (see [`Actor::durable_flag`]).
+    durable: Arc<AtomicBool>,
     /// Rate-limit state, when this actor is a limiter shard (shared with
     /// callers, who decide on their own threads once it is loaded).
     limiter: ActorLimiter,
@@ -131,6 +134,7 @@ impl Actor {
             pending: Vec::new(),
             unflushed_since: None,
             pinned,
+            durable: Arc::default(),
             limiter: ActorLimiter::default(),
             counters: CounterCache::default(),
             hub: HubCache::default(),
@@ -139,6 +143,14 @@ impl Actor {
             outbox: Outbox::default(),
             last_lsn: 0,
         }
+    }
+
+    /// Whether the actor's database, when last opened, was durable: its
+    /// writes then wait for the actor's thread (group commit). A hint for
+    /// callers deciding whether to wait for the lock; [`Actor::runs_inline`]
+    /// decides under it.
+    pub fn durable_flag(&self) -> Arc<AtomicBool> {
+        self.durable.clone()
     }
 
     /// Whether a caller may run the cheap `op` on its own thread: the actor
@@ -154,6 +166,11 @@ impl Actor {
                     // A journaled increment that needs no table write.
                     Op::CounterAdd { name, by } => {
                         between_batches && self.counters.adds_in_memory(name, *by)
+                    }
+                    // SQL first writes the journaled counters the table
+                    // lacks (it may read them), which needs a commit.
+                    Op::Sql(_) => {
+                        between_batches && op.reads_only() && self.counters.unflushed() == 0
                     }
                     _ => between_batches && !op.writes(),
                 }
@@ -318,7 +335,9 @@ impl Actor {
         }
         match (self.durability(), result) {
             // A read outside any transaction saw only committed data.
-            (Durability::Durable, result) if !op.writes() && committed_only => Outcome::Now(result),
+            (Durability::Durable, result) if op.reads_only() && committed_only => {
+                Outcome::Now(result)
+            }
             // Otherwise a durable actor answers, even a failure, only after
             // the batch commits: a CAS mismatch may have seen an earlier
             // op's uncommitted write, which a crash before the commit undoes.
@@ -341,7 +360,7 @@ impl Actor {
             }
             (Durability::Buffered, Ok(output)) => {
                 self.emit(&op, &output);
-                if op.writes() {
+                if !op.reads_only() {
                     metrics::gauge!(telemetry::BUFFERED_OPS).increment(1.0);
                     metrics::gauge!(telemetry::BUFFERED_BYTES).increment(op.approx_bytes() as f64);
                     self.pending.push(Pending {
@@ -536,6 +555,8 @@ impl Actor {
         self.pinned
             .store(matches!(location, Location::Memory), Ordering::Release);
         self.counters.clear();
+        let durable = db.as_ref().map(ActorDb::durability) == Some(Durability::Durable);
+        self.durable.store(durable, Ordering::Release);
         self.db = db;
         Ok(self.db.is_some())
     }
@@ -552,7 +573,7 @@ impl Actor {
         // Reads need no transaction of their own: outside the batch's they
         // read committed data, inside it they see its writes. A buffered
         // actor's SQL may first write cached counters, in the transaction.
-        let writes = op.writes()
+        let writes = !op.reads_only()
             || (durability != Durability::Memory
                 && matches!(op, Op::Sql(_))
                 && self.counters.unflushed() > 0);
@@ -1035,7 +1056,10 @@ impl Actor {
 /// stalling the disk on its own; no write waits longer than `interval`.
 fn aligned_deadline(since: Instant, interval: std::time::Duration) -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
+    // The first write's own moment, not the call's: an epoch taken after
+    // `since` put the first write of a process just past a boundary,
+    // flushing it at once.
+    let epoch = *EPOCH.get_or_init(|| since);
     let latest = since + interval;
     let Some(elapsed) = latest.checked_duration_since(epoch) else {
         return latest;

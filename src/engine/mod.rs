@@ -424,8 +424,9 @@ impl Engine {
         }
     }
 
-    /// Runs a cheap op (KV, counters) on the calling thread when the actor
-    /// is open, answers without an fsync (buffered or memory), nothing is
+    /// Runs a cheap op (KV, counters), or for a blocking caller user SQL,
+    /// on the calling thread when the actor is open, answers without an
+    /// fsync (buffered or memory; a durable actor's reads), nothing is
     /// queued before it and its thread is not busy: no thread hop at all.
     /// A blocking caller also opens a cold actor itself (see [`caller`]).
     /// Otherwise hands the op back to be queued.
@@ -435,7 +436,8 @@ impl Engine {
         op: Op,
         create_as: Option<Durability>,
     ) -> Result<Answer, Op> {
-        if !op.is_cheap() || self.inner.closed.load(Ordering::Acquire) {
+        if !op.may_run_on_caller(caller::is_blocking()) || self.inner.closed.load(Ordering::Acquire)
+        {
             return Err(op);
         }
         let runner = {
@@ -452,8 +454,16 @@ impl Engine {
             slot.last_used = Instant::now();
             slot.runner.clone()
         };
-        let Some(mut actor) = runner.cell.try_lock() else {
-            return Err(op);
+        // A blocking caller would otherwise queue the op and sleep until the
+        // actor's thread answers: two thread wake-ups, far longer than the
+        // op. Waiting for the lock is shorter. An async worker must not wait.
+        let mut actor = if caller::is_blocking() && runner.worth_waiting_for(&op) {
+            runner.cell.lock()
+        } else {
+            let Some(actor) = runner.cell.try_lock() else {
+                return Err(op);
+            };
+            actor
         };
         // Checked again under the actor's lock: ops queued before this one
         // run first.

@@ -80,6 +80,26 @@ impl Op {
         )
     }
 
+    /// Whether the op leaves the actor's state as it found it: a read op,
+    /// or user SQL made only of `SELECT` statements (which SQLite runs
+    /// without a write transaction). Unlike [`Op::writes`], a SQL read may
+    /// still create its actor, as any SQL request does.
+    pub fn reads_only(&self) -> bool {
+        match self {
+            Op::Sql(request) => request.is_select_only(),
+            op => !op.writes(),
+        }
+    }
+
+    /// Whether a caller may run the op on its own thread when the actor is
+    /// open and idle. A blocking caller (see `engine::caller`) waits for the
+    /// answer anyway, so it may run user SQL too, however long it takes
+    /// (the query timeout still holds it). An async runtime's worker runs
+    /// only ops that take microseconds, so no query stalls its other tasks.
+    pub fn may_run_on_caller(&self, blocking: bool) -> bool {
+        self.is_cheap() || (blocking && matches!(self, Op::Sql(_)))
+    }
+
     /// Ops that take microseconds: safe to run on an async worker thread.
     pub fn is_cheap(&self) -> bool {
         matches!(

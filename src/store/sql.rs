@@ -24,6 +24,20 @@ impl SqlRequest {
             SqlRequest::Single(statement) => std::slice::from_ref(statement),
         }
     }
+
+    /// Whether every statement is a `SELECT`, which cannot change the
+    /// database. Judged from the text, conservatively: a read that starts
+    /// otherwise (`WITH`, `VALUES`) counts as a write, which only costs it
+    /// the write path's wait.
+    pub fn is_select_only(&self) -> bool {
+        self.statements().iter().all(|statement| {
+            let pieces = split_statements(&statement.sql);
+            !pieces.is_empty()
+                && pieces
+                    .iter()
+                    .all(|piece| starts_with_keyword(piece, "select"))
+        })
+    }
 }
 
 /// One statement (or several separated by `;`, when it has no parameters).
@@ -187,6 +201,44 @@ fn starts_with_keyword(sql: &str, keyword: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(statements: &[&str]) -> SqlRequest {
+        SqlRequest::Batch {
+            statements: statements
+                .iter()
+                .map(|sql| SqlStatement {
+                    sql: (*sql).to_owned(),
+                    params: SqlParams::None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_requests_of_select_statements_count_as_reads() {
+        for reads in [
+            &["SELECT 1"][..],
+            &["  select x FROM t WHERE y = ?"],
+            &["SELECT 1; SELECT 2;"],
+            &["SELECT 1", "Select 2"],
+        ] {
+            assert!(request(reads).is_select_only(), "{reads:?}");
+        }
+        for writes in [
+            &[""][..],
+            &[";"],
+            &["SELECT 1; DELETE FROM t"],
+            &["SELECT 1", "INSERT INTO t VALUES (1)"],
+            &["WITH c AS (SELECT 1) DELETE FROM t"],
+            // Reads, but not judged so from the text: the write path.
+            &["WITH c AS (SELECT 1) SELECT * FROM c"],
+            &["/* note */ SELECT 1"],
+            &["VALUES (1)"],
+            &["SELECTED"],
+        ] {
+            assert!(!request(writes).is_select_only(), "{writes:?}");
+        }
+    }
 
     #[test]
     fn both_request_shapes_parse() {

@@ -32,7 +32,8 @@ impl Report {
         writeln!(
             out,
             "- settings: {} ms warm-up, then {} ms measured per row and side; one actor; callers \
-             are OS threads blocking on each call; keys and rows cycle through {} seeded ones; \
+             are OS threads blocking on each call through `Engine::block_on`, as C and Bun \
+             callers do; keys and rows cycle through {} seeded ones; \
              64-byte values",
             self.plan.warm_up.as_millis(),
             self.plan.measure.as_millis(),

@@ -1,6 +1,8 @@
 //! What the in-process suites call: roost's engine on one actor, and the
 //! hand-written libSQL connection it is compared with, each able to run
-//! the same five operations. Both are blocking; callers are OS threads.
+//! the same five operations. Both are blocking; callers are OS threads,
+//! and roost's are blocking callers as the C ABI's are (`Engine::block_on`:
+//! an idle actor's ops, user SQL included, run on the caller's thread).
 
 use anyhow::{ensure, Context};
 use libsql::Value;
@@ -126,9 +128,9 @@ impl Roost {
             sql: sql.to_owned(),
             params,
         });
-        Ok(futures::executor::block_on(
-            self.engine.sql(&self.id, request, None),
-        )?)
+        Ok(self
+            .engine
+            .block_on(self.engine.sql(&self.id, request, None))?)
     }
 
     /// Shuts the engine down (at most 30 s).
@@ -146,19 +148,19 @@ impl Subject for Roost {
         let engine = &self.engine;
         let id = &self.id;
         let result = match op {
-            Op::CounterAdd => {
-                futures::executor::block_on(engine.counter_add(id, counter.to_owned(), 1, None))
-                    .map(drop)
-            }
-            Op::KvPut => futures::executor::block_on(engine.kv_put(
-                id,
-                key(index),
-                body().into_bytes(),
-                Precondition::None,
-                None,
-            ))
-            .map(drop),
-            Op::KvGet => match futures::executor::block_on(engine.kv_get(id, key(index))) {
+            Op::CounterAdd => engine
+                .block_on(engine.counter_add(id, counter.to_owned(), 1, None))
+                .map(drop),
+            Op::KvPut => engine
+                .block_on(engine.kv_put(
+                    id,
+                    key(index),
+                    body().into_bytes(),
+                    Precondition::None,
+                    None,
+                ))
+                .map(drop),
+            Op::KvGet => match engine.block_on(engine.kv_get(id, key(index))) {
                 Ok(Some(_)) => Ok(()),
                 Ok(None) => return Err(format!("{} is missing", key(index))),
                 Err(err) => Err(err),
@@ -184,9 +186,9 @@ impl Subject for Roost {
     }
 
     fn counter(&self, name: &str) -> anyhow::Result<i64> {
-        Ok(futures::executor::block_on(
-            self.engine.counter_get(&self.id, name.to_owned()),
-        )?)
+        Ok(self
+            .engine
+            .block_on(self.engine.counter_get(&self.id, name.to_owned()))?)
     }
 }
 
