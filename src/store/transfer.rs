@@ -58,6 +58,8 @@ pub fn prepare_import(
         crate::engine::watchdog::QuerySlot::detached(conn)
     })?
     .ok_or_else(|| EngineError::Internal("the upload vanished".into()))?;
+    // Written below outside an engine transaction.
+    db.set_write_limits()?;
     for probe in [
         "SELECT key, value, version FROM _roost_kv LIMIT 0",
         "SELECT name, value FROM _roost_counters LIMIT 0",
