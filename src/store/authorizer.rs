@@ -52,6 +52,15 @@ const ARGUMENT_PRAGMAS: &[&str] = &[
     "table_list",
 ];
 
+/// The gate closed for user SQL, until this drops.
+pub struct UserScope(UserSqlGate);
+
+impl Drop for UserScope {
+    fn drop(&mut self) {
+        self.0.set_user(false);
+    }
+}
+
 /// Whether statements being prepared come from a user (gate closed).
 #[derive(Clone, Default)]
 pub struct UserSqlGate(Arc<AtomicBool>);
@@ -59,6 +68,14 @@ pub struct UserSqlGate(Arc<AtomicBool>);
 impl UserSqlGate {
     pub fn set_user(&self, user: bool) {
         self.0.store(user, Ordering::Relaxed);
+    }
+
+    /// Closes the gate until the returned guard drops, even by a panic
+    /// (libSQL panics on some values it reads, and the engine catches
+    /// that): a gate left closed would deny the engine's own statements.
+    pub fn for_user(&self) -> UserScope {
+        self.set_user(true);
+        UserScope(self.clone())
     }
 
     fn is_user(&self) -> bool {

@@ -77,6 +77,9 @@ pub struct ActorDb {
     conn: Connection,
     gate: UserSqlGate,
     statements: HashMap<&'static str, Statement>,
+    /// The user's most recently run statements, by their text (see
+    /// `sql::USER_STATEMENTS`).
+    user_statements: hashlink::LruCache<String, Statement>,
     durability: Durability,
     limits: Limits,
     slot: Arc<QuerySlot>,
@@ -159,6 +162,7 @@ impl ActorDb {
             conn,
             gate,
             statements: HashMap::new(),
+            user_statements: hashlink::LruCache::new(sql::USER_STATEMENTS),
             durability: create.unwrap_or_default(),
             limits: limits.clone(),
             slot,
@@ -457,6 +461,7 @@ impl ActorDb {
     pub fn close(mut self) {
         self.rollback();
         self.statements.clear();
+        self.user_statements.clear();
     }
 
     /// Maps a libSQL error to the engine's, knowing whether the watchdog

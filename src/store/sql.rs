@@ -7,7 +7,13 @@ use super::ActorDb;
 use crate::error::EngineError;
 use crate::store::block_on;
 use libsql::params::Params;
+use libsql::Statement;
 use serde::{Deserialize, Serialize};
+
+/// User statements kept prepared per open actor, most recently run first.
+/// Preparing a short statement costs about as much as running it; a few
+/// KiB each, bounded so that an idle actor stays small.
+pub const USER_STATEMENTS: usize = 8;
 
 /// `{"sql", "params"?}` or `{"statements": [...]}`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -146,11 +152,61 @@ impl ActorDb {
             ));
         }
         let changes_before = self.conn.total_changes();
-        self.gate.set_user(true);
-        let prepared = block_on(self.conn.prepare(sql));
-        self.gate.set_user(false);
-        let stmt = prepared.map_err(|e| self.error(e))?;
-        let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        // The gate stays on the user's side while the statement runs too:
+        // SQLite prepares it again inside a step if the schema changed
+        // since it was cached, and asks the authorizer again.
+        let user = self.gate.for_user();
+        let result = self.run_user_statement(sql, params, budget);
+        drop(user);
+        let (columns, rows) = result?;
+        let rows_affected = self.conn.total_changes().saturating_sub(changes_before);
+        let last_insert_rowid = (rows_affected > 0).then(|| self.conn.last_insert_rowid());
+        Ok(StatementResult {
+            columns,
+            rows,
+            rows_affected,
+            last_insert_rowid,
+        })
+    }
+
+    /// Runs one user statement, from the cache of recent ones when its
+    /// parameters bind every placeholder: libsql binds only the values it
+    /// is given, and a cached statement would otherwise keep the last
+    /// call's values where this one leaves a placeholder unbound (a fresh
+    /// statement reads NULL there). Named parameters always get a fresh
+    /// statement, for the same reason (a name the statement lacks binds
+    /// nothing).
+    #[allow(clippy::type_complexity)]
+    fn run_user_statement(
+        &mut self,
+        sql: &str,
+        params: &SqlParams,
+        budget: &mut usize,
+    ) -> Result<(Vec<String>, Vec<Vec<SqlValue>>), EngineError> {
+        let binds_all = |stmt: &Statement| match params {
+            SqlParams::None => stmt.parameter_count() == 0,
+            SqlParams::Positional(values) => values.len() == stmt.parameter_count(),
+            SqlParams::Named(_) => false,
+        };
+        let stmt = match self.user_statements.remove(sql) {
+            Some(cached) if binds_all(&cached) => cached,
+            _ => block_on(self.conn.prepare(sql)).map_err(|e| self.error(e))?,
+        };
+        let outcome = self.step_user_statement(&stmt, params, budget);
+        stmt.reset();
+        if binds_all(&stmt) {
+            self.user_statements.insert(sql.to_owned(), stmt);
+        }
+        outcome
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn step_user_statement(
+        &mut self,
+        stmt: &Statement,
+        params: &SqlParams,
+        budget: &mut usize,
+    ) -> Result<(Vec<String>, Vec<Vec<SqlValue>>), EngineError> {
         let mut rows = Vec::new();
         let timeout = self.limits().query_timeout_ms;
         let outcome = {
@@ -159,8 +215,9 @@ impl ActorDb {
                 let mut cursor =
                     block_on(stmt.query(params.to_libsql())).map_err(|e| self.error(e))?;
                 while let Some(row) = block_on(cursor.next()).map_err(|e| self.error(e))? {
-                    let mut values = Vec::with_capacity(columns.len());
-                    for i in 0..columns.len() as i32 {
+                    let width = row.column_count();
+                    let mut values = Vec::with_capacity(width.max(0) as usize);
+                    for i in 0..width {
                         let value = SqlValue(row.get_value(i).map_err(|e| self.error(e))?);
                         *budget = budget.checked_sub(value.encoded_len()).ok_or_else(|| {
                             EngineError::TooLarge(
@@ -174,17 +231,10 @@ impl ActorDb {
                 Ok(())
             })()
         };
-        stmt.reset();
-        drop(stmt);
-        outcome?;
-        let rows_affected = self.conn.total_changes().saturating_sub(changes_before);
-        let last_insert_rowid = (rows_affected > 0).then(|| self.conn.last_insert_rowid());
-        Ok(StatementResult {
-            columns,
-            rows,
-            rows_affected,
-            last_insert_rowid,
-        })
+        // Named after stepping: a cached statement prepared again for a
+        // changed schema may have other columns than when it was cached.
+        let columns = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        outcome.map(|()| (columns, rows))
     }
 }
 
@@ -212,6 +262,89 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    fn memory_actor() -> ActorDb {
+        let location = crate::store::Location::Memory;
+        let limits = crate::config::Limits::default();
+        let create = Some(crate::config::Durability::Memory);
+        let slot = crate::engine::watchdog::QuerySlot::detached;
+        ActorDb::open(&location, "a", create, &limits, slot)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn run(db: &mut ActorDb, sql: &str, params: SqlParams) -> Result<StatementResult, EngineError> {
+        let request = SqlRequest::Single(SqlStatement {
+            sql: sql.to_owned(),
+            params,
+        });
+        db.run_sql(&request).map(|mut r| r.results.remove(0))
+    }
+
+    fn int(i: i64) -> SqlValue {
+        SqlValue(libsql::Value::Integer(i))
+    }
+
+    #[test]
+    fn a_cached_statement_keeps_no_value_a_later_call_leaves_unbound() {
+        let mut db = memory_actor();
+        let bound = run(&mut db, "SELECT ?1", SqlParams::Positional(vec![int(5)]));
+        assert_eq!(bound.unwrap().rows, vec![vec![int(5)]]);
+        let unbound = run(&mut db, "SELECT ?1", SqlParams::None).unwrap();
+        assert_eq!(unbound.rows, vec![vec![SqlValue(libsql::Value::Null)]]);
+        let named = std::collections::BTreeMap::from([("x".to_owned(), int(7))]);
+        let by_name = run(&mut db, "SELECT :x, :y", SqlParams::Named(named.clone()));
+        let null = SqlValue(libsql::Value::Null);
+        assert_eq!(by_name.unwrap().rows, vec![vec![int(7), null.clone()]]);
+        let again = run(&mut db, "SELECT :x, :y", SqlParams::Named(named));
+        assert_eq!(again.unwrap().rows, vec![vec![int(7), null]]);
+        let cached = run(&mut db, "SELECT ?1", SqlParams::Positional(vec![int(6)]));
+        assert_eq!(cached.unwrap().rows, vec![vec![int(6)]]);
+    }
+
+    #[test]
+    fn a_cached_statement_follows_schema_changes_under_the_user_gate() {
+        let mut db = memory_actor();
+        run(&mut db, "CREATE TABLE t (x)", SqlParams::None).unwrap();
+        run(&mut db, "INSERT INTO t VALUES (1)", SqlParams::None).unwrap();
+        let before = run(&mut db, "SELECT * FROM t", SqlParams::None).unwrap();
+        assert_eq!(
+            (before.columns, before.rows),
+            (vec!["x".to_owned()], vec![vec![int(1)]])
+        );
+        run(
+            &mut db,
+            "ALTER TABLE t ADD COLUMN y DEFAULT 2",
+            SqlParams::None,
+        )
+        .unwrap();
+        let after = run(&mut db, "SELECT * FROM t", SqlParams::None).unwrap();
+        assert_eq!(after.columns, ["x", "y"]);
+        assert_eq!(after.rows, vec![vec![int(1), int(2)]]);
+        // A trigger added since makes the cached insert write a reserved
+        // table: prepared again inside the step, it is refused as a fresh
+        // statement would be, and nothing is written.
+        let insert = "INSERT INTO t (x) VALUES (3)";
+        run(&mut db, insert, SqlParams::None).unwrap();
+        let trigger = run(
+            &mut db,
+            "CREATE TRIGGER steal AFTER INSERT ON t \
+             BEGIN INSERT INTO _roost_counters VALUES ('stolen', 1); END",
+            SqlParams::None,
+        );
+        let fired = run(&mut db, insert, SqlParams::None);
+        assert!(
+            matches!(trigger, Err(EngineError::SqlDenied(_)))
+                || matches!(fired, Err(EngineError::SqlDenied(_))),
+            "{trigger:?} / {fired:?}"
+        );
+        let stolen = run(
+            &mut db,
+            "SELECT count(*) FROM _roost_counters",
+            SqlParams::None,
+        );
+        assert_eq!(stolen.unwrap().rows, vec![vec![int(0)]]);
     }
 
     #[test]
