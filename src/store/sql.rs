@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 /// KiB each, bounded so that an idle actor stays small.
 pub const USER_STATEMENTS: usize = 8;
 
+/// The column names and rows one statement returned.
+type Returned = (Vec<String>, Vec<Vec<SqlValue>>);
+
 /// `{"sql", "params"?}` or `{"statements": [...]}`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -35,13 +38,17 @@ impl SqlRequest {
     /// database. Judged from the text, conservatively: a read that starts
     /// otherwise (`WITH`, `VALUES`) counts as a write, which only costs it
     /// the write path's wait.
+    ///
+    /// Asked several times per op, so text without a `;` (one statement)
+    /// is judged without splitting it.
     pub fn is_select_only(&self) -> bool {
         self.statements().iter().all(|statement| {
-            let pieces = split_statements(&statement.sql);
-            !pieces.is_empty()
-                && pieces
-                    .iter()
-                    .all(|piece| starts_with_keyword(piece, "select"))
+            let sql = &statement.sql;
+            starts_with_keyword(sql, "select")
+                && (!sql.contains(';')
+                    || split_statements(sql)
+                        .iter()
+                        .all(|piece| starts_with_keyword(piece, "select")))
         })
     }
 }
@@ -176,13 +183,12 @@ impl ActorDb {
     /// statement reads NULL there). Named parameters always get a fresh
     /// statement, for the same reason (a name the statement lacks binds
     /// nothing).
-    #[allow(clippy::type_complexity)]
     fn run_user_statement(
         &mut self,
         sql: &str,
         params: &SqlParams,
         budget: &mut usize,
-    ) -> Result<(Vec<String>, Vec<Vec<SqlValue>>), EngineError> {
+    ) -> Result<Returned, EngineError> {
         let binds_all = |stmt: &Statement| match params {
             SqlParams::None => stmt.parameter_count() == 0,
             SqlParams::Positional(values) => values.len() == stmt.parameter_count(),
@@ -200,13 +206,12 @@ impl ActorDb {
         outcome
     }
 
-    #[allow(clippy::type_complexity)]
     fn step_user_statement(
         &mut self,
         stmt: &Statement,
         params: &SqlParams,
         budget: &mut usize,
-    ) -> Result<(Vec<String>, Vec<Vec<SqlValue>>), EngineError> {
+    ) -> Result<Returned, EngineError> {
         let mut rows = Vec::new();
         let timeout = self.limits().query_timeout_ms;
         let outcome = {
@@ -353,6 +358,7 @@ mod tests {
             &["SELECT 1"][..],
             &["  select x FROM t WHERE y = ?"],
             &["SELECT 1; SELECT 2;"],
+            &["SELECT ';' AS semicolon"],
             &["SELECT 1", "Select 2"],
         ] {
             assert!(request(reads).is_select_only(), "{reads:?}");
@@ -361,6 +367,8 @@ mod tests {
             &[""][..],
             &[";"],
             &["SELECT 1; DELETE FROM t"],
+            &["SELECT 1;DELETE FROM t"],
+            &["DELETE FROM t; SELECT 1"],
             &["SELECT 1", "INSERT INTO t VALUES (1)"],
             &["WITH c AS (SELECT 1) DELETE FROM t"],
             // Reads, but not judged so from the text: the write path.
